@@ -1,0 +1,108 @@
+"""HTTP download with bounded retries, backoff and resume (HTTP Range).
+
+Retried: 5xx, 429, dropped connections, timeouts, short bodies. Not retried: other 4xx (the asset
+is not there; asking again will not make it appear). Standard proxy variables apply (requests).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import FetchError
+
+if TYPE_CHECKING:
+    import requests
+
+CHUNK = 256 * 1024
+MAX_BACKOFF = 30.0
+
+Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
+
+
+class _Retry(Exception):
+    """A failure worth another attempt."""
+
+
+def session() -> requests.Session:
+    import requests  # imported here: a verified cache hit must not pay for it
+
+    s = requests.Session()
+    s.headers["User-Agent"] = "flannelnode"
+    return s
+
+
+def download(
+    url: str,
+    part: Path,
+    *,
+    http: requests.Session,
+    timeout: float,
+    retries: int,
+    backoff: float = 0.5,
+    progress: Progress | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> None:
+    """Fetch url into part, resuming from whatever part already holds."""
+    import requests
+
+    last = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            delay = min(MAX_BACKOFF, backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            log(f"retrying {url} in {delay:.1f}s (attempt {attempt + 1}/{retries + 1}): {last}")
+            time.sleep(delay)
+        try:
+            _attempt(url, part, http, timeout, progress)
+            return
+        except _Retry as exc:
+            last = str(exc)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            last = f"connection failed: {_short(exc)}"
+        except requests.exceptions.ChunkedEncodingError as exc:
+            last = f"connection dropped mid-body: {_short(exc)}"
+    raise FetchError(f"{url}: gave up after {retries + 1} attempts; last error: {last}")
+
+
+def _attempt(
+    url: str, part: Path, http: requests.Session, timeout: float, progress: Progress | None
+) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with http.get(url, headers=headers, stream=True, timeout=timeout) as resp:
+        if resp.status_code == 416:  # our partial is longer than the asset: start over
+            part.unlink()
+            raise _Retry("server refused the resume range; restarting from zero")
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise _Retry(f"HTTP {resp.status_code} {resp.reason}")
+        if resp.status_code == 404:
+            raise FetchError(
+                f"{url}: HTTP 404 Not Found. The release may not publish this asset, or the "
+                "mirror does not hold it; check the version and arch, or set --mirror/--local"
+            )
+        if resp.status_code not in (200, 206):
+            raise FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+        if resp.status_code == 200:
+            have = 0  # the server ignored Range: the body is the whole asset
+        elif not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+            part.unlink()
+            raise _Retry(f"server answered the resume with {resp.headers.get('Content-Range')}")
+        length = resp.headers.get("Content-Length")
+        total = have + int(length) if length and length.isdigit() else None
+        got = have
+        with part.open("ab" if have else "wb") as out:
+            for chunk in resp.iter_content(CHUNK):
+                out.write(chunk)
+                got += len(chunk)
+                if progress:
+                    progress(got, total)
+        if total is not None and got < total:
+            raise _Retry(f"truncated body: {got} of {total} bytes")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "..."

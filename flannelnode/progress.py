@@ -1,0 +1,64 @@
+"""Progress for long work: a live bar on a terminal, plain timestamp-free lines in CI logs."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class Reporter:
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self._bars: Any = None
+        self._lock = threading.Lock()
+
+    def log(self, msg: str) -> None:
+        if self.quiet:
+            return
+        if self._bars is not None:
+            self._bars.console.print(msg, markup=False, highlight=False)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    @contextmanager
+    def bars(self) -> Iterator[None]:
+        """Inside this block, transfers draw a bar each (on a terminal)."""
+        if not self.tty or self.quiet:
+            yield
+            return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            transient=False,
+        ) as bars:
+            self._bars = bars
+            try:
+                yield
+            finally:
+                self._bars = None
+
+    def transfer(self, name: str):
+        """A callback (bytes so far, total) for one transfer."""
+        if self._bars is None:
+            return None
+        with self._lock:
+            task = self._bars.add_task(name, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            self._bars.update(task, completed=done, total=total)
+
+        return update

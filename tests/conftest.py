@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from flannelnode import cli
+from flannelnode.config import ENV_OVERRIDES
+
+from .release_server import ReleaseServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' configuration comes from their own files, never from the caller's shell."""
+    for var in [*ENV_OVERRIDES, "XDG_CACHE_HOME"]:
+        monkeypatch.delenv(var, raising=False)
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("FLANNELNODE_BACKOFF", "0.01")
+
+
+@pytest.fixture
+def server() -> Iterator[ReleaseServer]:
+    srv = ReleaseServer().start()
+    yield srv
+    srv.stop()
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+
+@dataclass
+class Project:
+    """A working directory with its own node.toml, lock file, cache and build dir."""
+
+    root: Path
+    capsys: pytest.CaptureFixture[str]
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "release.lock"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def build(self) -> Path:
+        return self.root / "build"
+
+    def config(self, text: str = "", **fetch: object) -> None:
+        lines = ["[fetch]", 'lock = "release.lock"', 'cache_dir = "cache"']
+        lines += [f"{k} = {_toml(v)}" for k, v in fetch.items()]
+        (self.root / "node.toml").write_text("\n".join(lines) + "\n" + text)
+
+    def pin(self, pins: dict[str, dict[str, str]]) -> None:
+        from flannelnode import lock
+
+        lock.write(self.lock, pins)
+
+    def run(self, *args: str) -> Result:
+        self.capsys.readouterr()
+        rc = cli.main(
+            ["--config", str(self.root / "node.toml"), "--build-dir", str(self.build), *args]
+        )
+        captured = self.capsys.readouterr()
+        return Result(rc, captured.out, captured.err)
+
+    def cached(self) -> list[Path]:
+        objects = self.cache / "sha256"
+        return sorted(objects.iterdir()) if objects.exists() else []
+
+    def built(self) -> list[Path]:
+        return (
+            sorted(p for p in self.build.rglob("*") if p.is_file()) if self.build.exists() else []
+        )
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@pytest.fixture
+def project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Project]:
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        yield Project(tmp_path, capsys)
+    finally:
+        os.chdir(cwd)

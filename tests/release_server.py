@@ -1,0 +1,106 @@
+"""A local stand-in for GitHub's release download service, on 127.0.0.1 only.
+
+Like GitHub, /<owner>/<repo>/releases/download/<tag>/<asset> answers 302 to an object URL that
+serves the bytes (with HTTP Range). Faults are queued per asset name and consumed one request
+at a time, so a test can script "500, then succeed" or "cut the body, then serve the resume".
+It also answers proxy-style requests (absolute URI in the request line), so it can act as the
+HTTP proxy of a test that names a host that does not exist.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+PREFIX = "/flannel-io/flannel/releases/download/"
+OBJECTS = "/objects/"
+
+
+class ReleaseServer:
+    def __init__(self) -> None:
+        self.assets: dict[tuple[str, str], bytes] = {}
+        self.faults: dict[str, list[str]] = defaultdict(list)
+        self.requests: list[tuple[str, str]] = []  # (path, Range header)
+        self.proxied: list[str] = []
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def start(self) -> ReleaseServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def add(self, tag: str, name: str, body: bytes) -> None:
+        self.assets[(tag, name)] = body
+
+    def hits(self, name: str) -> int:
+        return sum(1 for path, _ in self.requests if path.endswith("/" + name))
+
+
+def _handler(server: ReleaseServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path
+            if path.startswith("http://"):  # we are being used as a proxy
+                server.proxied.append(path)
+                path = urlsplit(path).path
+            server.requests.append((path, self.headers.get("Range", "")))
+            if path.startswith(PREFIX):
+                self.send_response(302)
+                self.send_header("Location", OBJECTS + path[len(PREFIX) :])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif path.startswith(OBJECTS):
+                self._object(path[len(OBJECTS) :])
+            else:
+                self._status(404)
+
+        def _status(self, code: int) -> None:
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _object(self, rest: str) -> None:
+            tag, _, name = rest.partition("/")
+            body = server.assets.get((tag, name))
+            fault = server.faults[name].pop(0) if server.faults[name] else None
+            if fault and fault.isdigit():
+                return self._status(int(fault))
+            if body is None:
+                return self._status(404)
+            start = 0
+            rng = self.headers.get("Range", "")
+            if rng.startswith("bytes=") and fault != "ignore-range":
+                start = int(rng[len("bytes=") :].split("-")[0])
+                if start >= len(body):
+                    return self._status(416)
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Length", str(len(body) - start))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            payload = body[start:]
+            if fault == "cut":  # the connection drops halfway through the body
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(payload)
+
+    return Handler

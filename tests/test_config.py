@@ -1,0 +1,101 @@
+"""node.toml -> model: defaults, overrides, and bad input that exits 2 naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from flannelnode import config
+from flannelnode.errors import ConfigError
+
+from .conftest import REPO
+
+
+def test_shipped_node_toml_is_the_classic_deployment():
+    cfg = config.load(REPO / "node.toml", env={})
+    assert cfg.etcd.ca_file == "/opt/etcd/ssl/ca.pem"
+    assert cfg.etcd.cert_file == "/opt/etcd/ssl/server.pem"
+    assert cfg.etcd.key_file == "/opt/etcd/ssl/server-key.pem"
+    assert cfg.etcd.prefix == "/coreos.com/network"
+    assert cfg.network == {"Network": "172.17.0.0/16", "Backend": {"Type": "vxlan"}}
+    assert cfg.install.prefix == "/opt/kubernetes"
+    assert cfg.fetch.lock == REPO / "release.lock"  # relative to the file, not the cwd
+    # the shipped file spells out exactly the built-in defaults
+    defaults = config.Config().to_dict()
+    shipped = cfg.to_dict()
+    shipped["fetch"]["lock"] = "release.lock"
+    assert shipped == defaults
+
+
+def test_environment_overrides_file_and_flags_override_environment(tmp_path):
+    (tmp_path / "node.toml").write_text('[flannel]\nversion = "v0.25.0"\n')
+    env = {"FLANNEL_VERSION": "v0.26.3", "ARCH": "arm64, amd64", "FLANNEL_MIRROR": "http://m:8/"}
+    cfg = config.load(tmp_path / "node.toml", env=env)
+    assert cfg.flannel.version == "v0.26.3"
+    assert cfg.flannel.arches == ["arm64", "amd64"]
+    assert cfg.fetch.mirror == "http://m:8"
+    cfg = config.load(tmp_path / "node.toml", env=env, overrides={"flannel.version": "v0.27.3"})
+    assert cfg.flannel.version == "v0.27.3"
+
+
+BAD = [
+    ('[flannel]\nversoin = "v0.27.4"\n', "flannel.versoin: unknown key"),
+    ('[flannel]\narches = "amd64"\n', "flannel.arches: must be a list, not a string"),
+    ('[flannel]\narches = ["x86_64"]\n', "unknown arch 'x86_64'"),
+    ('[flannel]\nversion = "0.27.4"\n', "flannel.version: must look like v0.27.4"),
+    ('[flannel]\nversion = "v0.5.5"\n', "older than v0.6.0"),
+    ('[flannel]\nversion = "v0.20.0"\narches = ["riscv64"]\n', "v0.20.0 publishes no"),
+    ("[fetch]\ntimeout = true\n", "fetch.timeout: must be a number, not a boolean"),
+    ('[etcd]\nendpoints = ["https://a:2379", 5]\n', "item 1: must be a string"),
+    ("flannel = 1\n", "flannel: must be a table, not int"),
+    ('[flannel]\nasset = "zip"\n', "flannel.asset: 'zip' is not one of 'binary', 'tarball'"),
+    ('[fetch]\nmirror = "artifactory.local/github"\n', "fetch.mirror: 'artifactory.local/github'"),
+    ("[fetch]\nretries = -1\n", "fetch.retries: -1 is out of range; use 0 to 20"),
+    ('[fetch]\nlocal = "/nonexistent/flannel"\n', "fetch.local: /nonexistent/flannel does not"),
+    ('[etcd]\nendpoints = ["192.168.31.61:2379"]\n', "etcd.endpoints: '192.168.31.61:2379'"),
+    ('[etcd]\nca_file = "ca.pem"\n', "etcd.ca_file: 'ca.pem' must be an absolute path"),
+    ('[install]\nprefix = "/opt/../etc"\n', "install.prefix"),
+    ("network = 3\n", "network: must be a table, not int"),
+    ("[flannel\n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD)
+def test_bad_config_names_the_field(tmp_path, text, message):
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        config.load(path, env={})
+    assert message in str(exc.value)
+    assert str(path) in str(exc.value)
+
+
+def test_bad_environment_value_names_the_variable(tmp_path):
+    (tmp_path / "node.toml").write_text("")
+    with pytest.raises(ConfigError, match="from environment variable FLANNEL_VERSION"):
+        config.load(tmp_path / "node.toml", env={"FLANNEL_VERSION": "latest"})
+
+
+def test_cli_bad_config_exits_2_without_traceback(tmp_path):
+    (tmp_path / "node.toml").write_text('[flannel]\narches = ["sparc"]\n')
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "build.py"), "--config", str(tmp_path / "node.toml"), "fetch"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "flannel.arches: unknown arch 'sparc'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_missing_config_file_exits_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "build.py"), "config", "--config", str(tmp_path / "x.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "no such config file" in proc.stderr

@@ -1,0 +1,284 @@
+"""fetch and lock against a local GitHub-like release server (127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import json
+import stat
+import tarfile
+
+import pytest
+
+from flannelnode import lock
+
+from .assets import elf, release_tarball, sha, tarball
+
+V = "v0.27.4"
+
+
+@pytest.fixture
+def release(server, project):
+    """Two arches of bare binaries served and pinned; the project points at the server."""
+    bodies = {arch: elf(arch) for arch in ("amd64", "arm64")}
+    for arch, body in bodies.items():
+        server.add(V, f"flanneld-{arch}", body)
+    project.pin({V: {f"flanneld-{a}": sha(b) for a, b in bodies.items()}})
+    project.config(mirror=server.url, retries=2)
+    return bodies
+
+
+def test_fetch_binaries_for_two_arches(server, project, release):
+    res = project.run("fetch")
+    assert res.rc == 0, res.err
+    for arch, body in release.items():
+        out = project.build / "fetch" / V / arch
+        flanneld = out / "flanneld"
+        assert flanneld.read_bytes() == body
+        assert stat.S_IMODE(flanneld.stat().st_mode) == 0o755
+        record = json.loads((out / "release.json").read_text())
+        assert record["sha256"] == sha(body)
+        assert record["source"].endswith(f"/{V}/flanneld-{arch}")
+    # GitHub's shape: a 302 from the release path to the object store, both requested
+    paths = [p for p, _ in server.requests]
+    assert f"/flannel-io/flannel/releases/download/{V}/flanneld-amd64" in paths
+    assert f"/objects/{V}/flanneld-amd64" in paths
+
+
+def test_fetch_tarball(server, project):
+    body = release_tarball("amd64")
+    server.add(V, f"flannel-{V}-linux-amd64.tar.gz", body)
+    project.pin({V: {f"flannel-{V}-linux-amd64.tar.gz": sha(body)}})
+    project.config('[flannel]\nasset = "tarball"\narches = ["amd64"]\n', mirror=server.url)
+    res = project.run("fetch")
+    assert res.rc == 0, res.err
+    out = project.build / "fetch" / V / "amd64"
+    record = json.loads((out / "release.json").read_text())
+    assert record["flanneld_sha256"] == sha((out / "flanneld").read_bytes())
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "flanneld",
+        "mk-docker-opts.sh",
+        "release.json",
+    ]
+
+
+def test_verified_cache_hit_needs_no_server(server, project, release):
+    assert project.run("fetch").rc == 0
+    before = len(server.requests)
+    server.stop()
+    for p in project.built():
+        p.unlink()  # force the unpack to come from the cache, not the up-to-date check
+    res = project.run("fetch")
+    assert res.rc == 0, res.err
+    assert len(server.requests) == before
+    assert (project.build / "fetch" / V / "arm64" / "flanneld").read_bytes() == release["arm64"]
+
+
+def test_corrupted_cache_entry_is_fetched_again(server, project, release):
+    assert project.run("fetch", "--arch", "amd64").rc == 0
+    entry = project.cache / "sha256" / sha(release["amd64"])
+    entry.write_bytes(b"bit rot")
+    (project.build / "fetch" / V / "amd64" / "release.json").unlink()
+    assert project.run("fetch", "--arch", "amd64").rc == 0
+    assert server.hits("flanneld-amd64") == 4  # 302 + object, twice
+    assert entry.read_bytes() == release["amd64"]
+
+
+def test_tampered_asset_fails_and_leaves_nothing(server, project, release):
+    server.add(V, "flanneld-arm64", elf("arm64"))  # not the pinned bytes
+    res = project.run("fetch", "--arch", "arm64")
+    assert res.rc == 4
+    assert "sha256 mismatch" in res.err
+    assert sha(release["arm64"]) in res.err
+    assert sha(server.assets[(V, "flanneld-arm64")]) in res.err
+    assert f"{server.url}/flannel-io/flannel/releases/download/{V}/flanneld-arm64" in res.err
+    assert project.cached() == [] and project.built() == []
+    assert list((project.cache / "partial").iterdir()) == []
+    assert "Traceback" not in res.err
+
+
+def test_truncated_body_is_retried_then_fails_cleanly(server, project, release):
+    server.faults["flanneld-amd64"] = ["cut"] * 3  # every attempt (retries = 2) is cut short
+    res = project.run("fetch", "--arch", "amd64")
+    assert res.rc == 1
+    assert "gave up after 3 attempts" in res.err
+    assert "flanneld-amd64" in res.err
+    assert project.cached() == [] and project.built() == []
+
+
+def test_http_404_is_not_retried(server, project, release):
+    server.faults["flanneld-amd64"] = ["404"]
+    res = project.run("fetch", "--arch", "amd64")
+    assert res.rc == 1
+    assert "HTTP 404" in res.err
+    assert server.hits("flanneld-amd64") == 2  # the redirect and one object request
+    assert project.built() == []
+
+
+def test_http_500_then_success(server, project, release):
+    server.faults["flanneld-amd64"] = ["500"]
+    res = project.run("fetch", "--arch", "amd64")
+    assert res.rc == 0, res.err
+    assert "HTTP 500" in res.err  # the retry is reported
+    assert (project.build / "fetch" / V / "amd64" / "flanneld").read_bytes() == release["amd64"]
+
+
+def test_connection_cut_mid_body_resumes_with_range(server, project, release):
+    body = elf("amd64", size=4 << 20)  # several read chunks, so the cut leaves a partial file
+    server.add(V, "flanneld-amd64", body)
+    project.pin({V: {"flanneld-amd64": sha(body)}})
+    server.faults["flanneld-amd64"] = ["cut"]
+    res = project.run("fetch", "--arch", "amd64")
+    assert res.rc == 0, res.err
+    ranges = [r for p, r in server.requests if p.startswith("/objects/") and r]
+    assert len(ranges) == 1
+    resumed_at = int(ranges[0].removeprefix("bytes=").rstrip("-"))
+    assert 0 < resumed_at <= len(body) // 2
+    assert (project.build / "fetch" / V / "amd64" / "flanneld").read_bytes() == body
+
+
+def test_server_ignoring_range_restarts_cleanly(server, project, release):
+    server.faults["flanneld-amd64"] = ["cut", "ignore-range"]
+    res = project.run("fetch", "--arch", "amd64")
+    assert res.rc == 0, res.err
+    assert (project.build / "fetch" / V / "amd64" / "flanneld").read_bytes() == release["amd64"]
+
+
+HOSTILE = {
+    "dotdot": [("../flanneld", elf("amd64"), tarfile.REGTYPE)],
+    "absolute": [("/usr/bin/flanneld", elf("amd64"), tarfile.REGTYPE)],
+    "symlink": [
+        ("flanneld", b"/etc/passwd", tarfile.SYMTYPE),
+        ("README.md", b"x", tarfile.REGTYPE),
+    ],
+    "device": [("flanneld", b"", tarfile.CHRTYPE)],
+    "unexpected": [("flanneld", elf("amd64"), tarfile.REGTYPE), ("evil.sh", b"x", tarfile.REGTYPE)],
+    "no-flanneld": [("README.md", b"x", tarfile.REGTYPE)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_tarball_is_refused(server, project, case):
+    body = tarball(HOSTILE[case])
+    name = f"flannel-{V}-linux-amd64.tar.gz"
+    server.add(V, name, body)
+    project.pin({V: {name: sha(body)}})  # even a pinned archive is checked member by member
+    project.config('[flannel]\nasset = "tarball"\narches = ["amd64"]\n', mirror=server.url)
+    res = project.run("fetch")
+    assert res.rc == 4
+    assert "refusing member" in res.err or "holds no flanneld" in res.err
+    assert project.built() == []
+    assert not (tmp := project.root / "etc").exists(), tmp
+
+
+def test_wrong_arch_elf_is_refused(server, project):
+    body = elf("amd64")
+    server.add(V, "flanneld-arm64", body)
+    project.pin({V: {"flanneld-arm64": sha(body)}})
+    project.config('[flannel]\narches = ["arm64"]\n', mirror=server.url)
+    res = project.run("fetch")
+    assert res.rc == 4
+    assert "built for amd64" in res.err and "not arm64" in res.err
+    assert project.built() == []
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64", "arm", "ppc64le", "s390x", "riscv64"])
+def test_elf_header_accepted_for_each_arch(tmp_path, arch):
+    from flannelnode.extract import unpack
+
+    asset = tmp_path / "asset"
+    asset.write_bytes(elf(arch))
+    (tmp_path / "out").mkdir()
+    unpack(asset, "binary", arch, tmp_path / "out", "test")
+    with pytest.raises(Exception, match="not"):
+        unpack(asset, "binary", "s390x" if arch != "s390x" else "amd64", tmp_path / "out", "t")
+
+
+def test_lock_pins_a_new_release_trust_on_first_use(server, project):
+    bodies = {a: elf(a) for a in ("amd64", "arm64")}
+    for a, b in bodies.items():
+        server.add("v0.28.0", f"flanneld-{a}", b)
+    project.pin({V: {"flanneld-amd64": "0" * 64}})
+    project.config(mirror=server.url)
+    res = project.run("lock", "--version", "v0.28.0")
+    assert res.rc == 0, res.err
+    assert "TRUST ON FIRST USE" in res.err
+    pins = lock.read(project.lock)
+    assert pins["v0.28.0"] == {f"flanneld-{a}": sha(b) for a, b in bodies.items()}
+    assert pins[V] == {"flanneld-amd64": "0" * 64}
+    again = project.run("lock", "--version", "v0.28.0")
+    assert again.rc == 0 and "TRUST ON FIRST USE" not in again.err and "already" in again.out
+    # the pinned release now fetches from the cache the lock filled
+    server.stop()
+    assert project.run("fetch", "--version", "v0.28.0").rc == 0
+
+
+def test_lock_refuses_to_replace_a_pin(server, project):
+    server.add(V, "flanneld-amd64", elf("amd64"))
+    project.pin({V: {"flanneld-amd64": "a" * 64}})
+    project.config('[flannel]\narches = ["amd64"]\n', mirror=server.url)
+    before = project.lock.read_bytes()
+    res = project.run("lock", "--version", V)
+    assert res.rc == 4
+    assert "SUPPLY-CHAIN ALARM" in res.err and "a" * 64 in res.err
+    assert project.lock.read_bytes() == before
+
+
+def test_lock_refuses_a_wrong_arch_binary(server, project):
+    server.add(V, "flanneld-arm64", elf("amd64"))
+    project.pin({})
+    project.config('[flannel]\narches = ["arm64"]\n', mirror=server.url)
+    res = project.run("lock", "--version", V)
+    assert res.rc == 4 and "not arm64" in res.err
+    assert lock.read(project.lock) == {}
+
+
+def test_offline_uses_only_the_cache(server, project, release):
+    res = project.run("fetch", "--offline")
+    assert res.rc == 1
+    assert "--offline" in res.err and "not in the cache" in res.err
+    assert server.requests == []
+    assert project.run("fetch").rc == 0
+    server.stop()
+    for p in project.built():
+        p.unlink()
+    assert project.run("fetch", "--offline").rc == 0
+
+
+def test_local_directory_source_needs_no_network(server, project, release, tmp_path):
+    carried = tmp_path / "carried" / V
+    carried.mkdir(parents=True)
+    for arch, body in release.items():
+        (carried / f"flanneld-{arch}").write_bytes(body)
+    res = project.run("fetch", "--local", str(carried.parent))
+    assert res.rc == 0, res.err
+    assert server.requests == []
+    (carried / "flanneld-amd64").write_bytes(elf("amd64"))  # swapped on the USB stick
+    for p in project.cached() + project.built():
+        p.unlink()
+    res = project.run("fetch", "--local", str(carried.parent))
+    assert res.rc == 4 and str(carried / "flanneld-amd64") in res.err
+
+
+def test_standard_proxy_variables_are_honoured(server, project, release, monkeypatch):
+    # a host that does not exist: only the proxy (our server on 127.0.0.1) can answer for it
+    project.config('[flannel]\narches = ["amd64"]\n', github="http://github.invalid")
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    res = project.run("fetch")
+    assert res.rc == 0, res.err
+    assert server.proxied[0].startswith("http://github.invalid/flannel-io/flannel/")
+
+
+def test_unreachable_github_names_the_mirror_and_local_options(project, release):
+    project.pin({V: {"flanneld-amd64": "b" * 64}})
+    project.config('[flannel]\narches = ["amd64"]\n', github="http://127.0.0.1:9", retries=0)
+    res = project.run("fetch")
+    assert res.rc == 1
+    assert "--mirror" in res.err and "--local" in res.err and "FLANNEL_MIRROR" in res.err
+
+
+def test_unpinned_version_is_refused_before_any_download(server, project, release):
+    res = project.run("fetch", "--version", "v0.28.0")
+    assert res.rc == 2
+    assert "no pin for flanneld-amd64" in res.err and "build.py lock --version v0.28.0" in res.err
+    assert server.requests == []

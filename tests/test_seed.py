@@ -1,0 +1,417 @@
+"""The etcd seeder against a real 3-member TLS etcd cluster on 127.0.0.1.
+
+The seeder runs as on a node (the script in a subprocess) unless a test needs to steer its
+internals. Values are read back through an independent client: etcd3 over gRPC for v3, a raw
+HTTPS GET for v2. Subprocesses use this interpreter (the pyenv shim behind `python3` here costs
+0.1 s a start); FLANNEL_SEED_PYTHON=/path/to/python3.6 runs them under another one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+import warnings
+from pathlib import Path
+
+import pytest
+
+from flannelnode import seed as builder_seed
+from flannelnode.config import Config
+
+from .etcd_cluster import EtcdCluster, free_ports
+
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")  # before importing etcd3
+with warnings.catch_warnings():  # etcd3 0.12's generated protobuf code is old
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import etcd3
+
+pytest_plugins = ["tests.conftest_etcd"]
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "flannel-seed-etcd"
+NET_A = {"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}
+NET_B = {"Network": "10.6.0.0/16", "SubnetLen": 26, "Backend": {"Type": "vxlan"}}
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix no other test uses, so tests share the session cluster without interfering."""
+    return f"/test/{request.node.name.replace('[', '-').rstrip(']')}-{uuid.uuid4().hex[:8]}"
+
+
+def command(
+    cluster: EtcdCluster,
+    prefix: str,
+    network: dict | str,
+    *extra: str,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> list[str]:
+    c = cluster.certs
+    interpreter = shlex.split(os.environ.get("FLANNEL_SEED_PYTHON", "")) or [sys.executable]
+    return [
+        *interpreter,
+        str(SCRIPT),
+        "--endpoints",
+        ",".join(cluster.endpoints),
+        "--cacert",
+        str(ca or c.ca),
+        "--cert",
+        str(cert or c.cert),
+        "--key",
+        str(key or c.key),
+        "--prefix",
+        prefix,
+        "--config-json",
+        network if isinstance(network, str) else json.dumps(network),
+        "--stats",
+        *extra,
+    ]
+
+
+def seed(
+    cluster: EtcdCluster, prefix: str, network: dict | str, *extra: str, **tls: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command(cluster, prefix, network, *extra, **tls),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+def stats(result: subprocess.CompletedProcess[str]) -> dict:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def oracle(cluster: EtcdCluster) -> etcd3.Etcd3Client:
+    """etcd3 talks to one member only: pick one that runs."""
+    member = next(m for m in cluster.members if m.running)
+    c = cluster.certs
+    return etcd3.client(
+        host="127.0.0.1",
+        port=member.client_port,
+        ca_cert=str(c.ca),
+        cert_key=str(c.key),
+        cert_cert=str(c.cert),
+        timeout=10,
+    )
+
+
+def v3_get(cluster: EtcdCluster, key: str) -> tuple[dict | None, object]:
+    client = oracle(cluster)
+    try:
+        value, meta = client.get(key)
+    finally:
+        client.close()
+    return (None if value is None else json.loads(value)), meta
+
+
+def v2_get(cluster: EtcdCluster, key: str) -> dict | None:
+    context = ssl.create_default_context(cafile=str(cluster.certs.ca))
+    context.load_cert_chain(str(cluster.certs.cert), str(cluster.certs.key))
+    member = next(m for m in cluster.members if m.running)
+    try:
+        with urllib.request.urlopen(
+            f"{member.client_url}/v2/keys{key}?quorum=true", context=context, timeout=10
+        ) as response:
+            node = json.load(response)["node"]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+    return {"value": json.loads(node["value"]), "modifiedIndex": node["modifiedIndex"]}
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_fresh_v3_seed(etcd: EtcdCluster, prefix: str) -> None:
+    cmd = command(etcd, prefix, NET_A)
+    direct = cmd[cmd.index(str(SCRIPT)) :]  # as a node runs it: exec bit and shebang
+    result = subprocess.run(direct, capture_output=True, text=True, timeout=60, check=False)
+
+    out = stats(result)
+    assert (out["action"], out["api"], out["requests"]) == ("written", "v3", 2)
+    value, meta = v3_get(etcd, f"{prefix}/config")
+    assert value == NET_A
+    assert meta.version == 1 and meta.create_revision == meta.mod_revision == out["revision"]
+    assert v2_get(etcd, f"{prefix}/config") is None
+    assert "wrote the network config" in result.stderr
+
+
+def test_v2_for_old_flannel_and_v3_keyspaces_are_separate(etcd: EtcdCluster, prefix: str) -> None:
+    old = stats(seed(etcd, prefix, NET_A, "--flannel-version", "v0.17.0"))
+    assert (old["action"], old["api"]) == ("written", "v2")
+    assert v2_get(etcd, f"{prefix}/config")["value"] == NET_A
+    assert v3_get(etcd, f"{prefix}/config")[0] is None  # flannel >= v0.18 would not see it
+
+    new = stats(seed(etcd, prefix, NET_B, "--flannel-version", "v0.18.0"))
+    assert (new["action"], new["api"]) == ("written", "v3")  # no conflict: another keyspace
+    assert v3_get(etcd, f"{prefix}/config")[0] == NET_B
+    assert v2_get(etcd, f"{prefix}/config")["value"] == NET_A
+
+
+@pytest.mark.parametrize("api", ["v3", "v2"])
+def test_rerun_writes_nothing(etcd: EtcdCluster, prefix: str, api: str) -> None:
+    first = stats(seed(etcd, prefix, NET_A, "--api", api))
+    before = v3_get(etcd, f"{prefix}/config")[1] if api == "v3" else None
+    # the same config, formatted differently and with keys in another order, is the same config
+    again = seed(etcd, prefix, json.dumps(dict(reversed(NET_A.items())), indent=4), "--api", api)
+
+    out = stats(again)
+    assert out["action"] == "unchanged" and out["revision"] == first["revision"]
+    assert "nothing written" in again.stderr
+    if api == "v3":
+        assert out["requests"] == 1
+        _, meta = v3_get(etcd, f"{prefix}/config")
+        assert meta.version == 1
+        assert meta.response_header.revision == before.response_header.revision  # no new revision
+    else:
+        assert v2_get(etcd, f"{prefix}/config")["modifiedIndex"] == first["revision"]
+
+
+@pytest.mark.parametrize("api", ["v3", "v2"])
+def test_conflict_exits_3_with_a_diff(etcd: EtcdCluster, prefix: str, api: str) -> None:
+    stats(seed(etcd, prefix, NET_A, "--api", api))
+
+    result = seed(etcd, prefix, NET_B, "--api", api)
+
+    assert result.returncode == 3 and result.stdout == ""
+    assert "already holds a different network config; pass --force" in result.stderr
+    assert f"--- {prefix}/config (in etcd)" in result.stderr
+    assert '\n-  "Network": "10.5.0.0/16"\n+  "Network": "10.6.0.0/16",\n' in result.stderr
+    assert '+  "SubnetLen": 26' in result.stderr
+    kept = (
+        v3_get(etcd, f"{prefix}/config")[0]
+        if api == "v3"
+        else v2_get(etcd, f"{prefix}/config")["value"]
+    )
+    assert kept == NET_A
+
+
+@pytest.mark.parametrize("api", ["v3", "v2"])
+def test_force_replaces(etcd: EtcdCluster, prefix: str, api: str) -> None:
+    first = stats(seed(etcd, prefix, NET_A, "--api", api))
+
+    out = stats(seed(etcd, prefix, NET_B, "--api", api, "--force"))
+
+    assert out["action"] == "replaced" and out["revision"] > first["revision"]
+    if api == "v3":
+        value, meta = v3_get(etcd, f"{prefix}/config")
+        assert value == NET_B and meta.version == 2 and meta.mod_revision == out["revision"]
+    else:
+        assert v2_get(etcd, f"{prefix}/config") == {
+            "value": NET_B,
+            "modifiedIndex": out["revision"],
+        }
+
+
+def test_one_member_down(etcd: EtcdCluster, prefix: str) -> None:
+    etcd.stop_member(0)
+    out = stats(seed(etcd, prefix, NET_A))
+    assert out["action"] == "written"
+    assert v3_get(etcd, f"{prefix}/config")[0] == NET_A
+
+
+def test_fails_over_from_a_dead_member(
+    etcd: EtcdCluster, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seeder starts on a random endpoint; pin it to the dead one to see the failover."""
+    module = builder_seed.seeder()
+    monkeypatch.setattr(module.random, "randrange", lambda n: 0)
+    etcd.stop_member(0)
+    c = etcd.certs
+
+    outcome = module.seed(
+        etcd.endpoints,
+        json.dumps(NET_A),
+        prefix=prefix,
+        cacert=str(c.ca),
+        cert=str(c.cert),
+        key=str(c.key),
+        deadline=20,
+    )
+
+    assert outcome.action == "written" and outcome.endpoint == etcd.endpoints[1]
+    assert outcome.requests == 3  # refused by the dead member, then txn + read-back
+    assert v3_get(etcd, f"{prefix}/config")[0] == NET_A
+
+
+def test_waits_for_etcd_started_later(etcd: EtcdCluster, prefix: str) -> None:
+    for index in range(len(etcd.members)):
+        etcd.stop_member(index)
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command(etcd, prefix, NET_A, "--deadline", "60", "--timeout", "2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(10)
+        assert process.poll() is None, "the seeder gave up while etcd was down"
+        for index in range(len(etcd.members)):
+            etcd.start_member(index)
+        stdout, stderr = process.communicate(timeout=50)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    elapsed = time.monotonic() - started
+
+    assert process.returncode == 0, stderr
+    assert json.loads(stdout)["action"] == "written"
+    assert 10 <= elapsed < 30
+    assert v3_get(etcd, f"{prefix}/config")[0] == NET_A
+
+
+def test_wrong_ca_fails_fast_and_names_the_ca(etcd: EtcdCluster, prefix: str) -> None:
+    started = time.monotonic()
+    result = seed(etcd, prefix, NET_A, "--deadline", "60", ca=etcd.certs.other_ca)
+
+    assert result.returncode == 1
+    assert time.monotonic() - started < 5  # no retries until the deadline
+    message = one_line_error(result)
+    assert (
+        f"the CA at {etcd.certs.other_ca} does not sign the server certificate of https://127.0.0.1:"
+        in message
+    )
+
+
+def test_client_cert_from_another_ca_fails_fast(etcd: EtcdCluster, prefix: str) -> None:
+    started = time.monotonic()
+    result = seed(
+        etcd,
+        prefix,
+        NET_A,
+        "--deadline",
+        "60",
+        cert=etcd.certs.other_cert,
+        key=etcd.certs.other_key,
+    )
+
+    assert result.returncode == 1
+    assert time.monotonic() - started < 5
+    assert f"rejected the client certificate {etcd.certs.other_cert}" in one_line_error(result)
+    assert v3_get(etcd, f"{prefix}/config")[0] is None
+
+
+def test_expired_or_mismatched_client_cert_is_bad_input(etcd: EtcdCluster, prefix: str) -> None:
+    expired = seed(etcd, prefix, NET_A, cert=etcd.certs.expired_cert, key=etcd.certs.expired_key)
+    assert expired.returncode == 2
+    assert (
+        f"client certificate {etcd.certs.expired_cert} expired on Jan  1 00:00:00 2001"
+        in one_line_error(expired)
+    )
+
+    mismatched = seed(etcd, prefix, NET_A, key=etcd.certs.other_key)
+    assert mismatched.returncode == 2
+    assert "the key does not belong to the certificate" in one_line_error(mismatched)
+
+
+def test_unreachable_cluster_gives_up_at_the_deadline(etcd: EtcdCluster, prefix: str) -> None:
+    nobody = [f"https://127.0.0.1:{port}" for port in free_ports(2)]
+    cmd = command(etcd, prefix, NET_A, "--deadline", "2")
+    cmd[cmd.index("--endpoints") + 1] = ",".join(nobody)
+    started = time.monotonic()
+
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+
+    assert result.returncode == 1
+    assert 2 <= time.monotonic() - started < 6
+    message = one_line_error(result)
+    assert "no etcd endpoint answered within the 2s deadline" in message
+    assert all(url in message for url in nobody) and "connection refused" in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "complaint"),
+    [
+        (("--config-json", "{not json"), "--config-json is not valid JSON"),
+        (("--config-json", "[]"), "must be a non-empty JSON object"),
+        (("--flannel-version", "latest"), "flannel version 'latest' is not like v0.17.0"),
+        (("--prefix", "coreos.com/network"), "must start with /"),
+    ],
+)
+def test_bad_input_exits_2(
+    etcd: EtcdCluster, prefix: str, extra: tuple[str, ...], complaint: str
+) -> None:
+    cmd = command(etcd, prefix, NET_A)
+    for flag, value in zip(extra[::2], extra[1::2], strict=True):
+        if flag in cmd:
+            cmd[cmd.index(flag) + 1] = value
+        else:
+            cmd += [flag, value]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert complaint in one_line_error(result)
+
+
+def test_fifty_seeders_at_once_write_once(etcd: EtcdCluster, prefix: str) -> None:
+    processes = [
+        subprocess.Popen(
+            command(etcd, prefix, NET_A, "--deadline", "60", "-q"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(50)
+    ]
+    try:
+        results = [(p.wait(timeout=90), *p.communicate()) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    assert [code for code, _, _ in results] == [0] * 50, [err for _, _, err in results if err]
+    actions = sorted(json.loads(out)["action"] for _, out, _ in results)
+    assert actions == ["unchanged"] * 49 + ["written"]
+    value, meta = v3_get(etcd, f"{prefix}/config")
+    assert value == NET_A and meta.version == 1 and meta.create_revision == meta.mod_revision
+
+
+@pytest.mark.parametrize(("version", "read_back"), [("v0.27.4", "v3"), ("v0.17.0", "v2")])
+def test_builder_runs_the_same_seeder(
+    etcd: EtcdCluster, prefix: str, version: str, read_back: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = Config.model_validate(
+        {
+            "flannel": {"version": version},
+            "etcd": {"endpoints": etcd.endpoints, "prefix": prefix},
+            "network": NET_B,
+        }
+    )
+    c = etcd.certs
+    tls = {"cacert": c.ca, "cert": c.cert, "key": c.key}
+
+    assert builder_seed.run(config, deadline=20, **tls) == 0
+    assert "wrote the network config" in capsys.readouterr().err
+    assert builder_seed.run(config, deadline=20, **tls) == 0
+    assert "nothing written" in capsys.readouterr().err
+
+    if read_back == "v3":
+        value, meta = v3_get(etcd, f"{prefix}/config")
+        assert value == NET_B and meta.version == 1
+    else:
+        assert v2_get(etcd, f"{prefix}/config")["value"] == NET_B
+        assert v3_get(etcd, f"{prefix}/config")[0] is None
+
+    other = config.model_copy(update={"network": NET_A})
+    assert builder_seed.run(other, deadline=20, **tls) == 3
+    assert "already holds a different network config" in capsys.readouterr().err
