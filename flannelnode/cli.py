@@ -64,8 +64,18 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_lock)
 
     p = steps.add_parser(
-        "config", parents=[common], help="print the validated configuration as JSON"
+        "lint",
+        parents=[common],
+        help="check [network] against flannel's own rules",
+        description="Check the network config flannel will read from etcd by flannel's own "
+        "rules (CheckNetworkConfig, backend options). Errors exit 2; warnings exit 0.",
     )
+    p.set_defaults(run=_lint)
+
+    p = steps.add_parser("payload", parents=[common], help="stage the node file tree per arch")
+    p.set_defaults(run=_payload)
+
+    p = steps.add_parser("config", parents=[common], help="print the validated config as JSON")
     p.set_defaults(run=_show_config)
     return top
 
@@ -101,6 +111,26 @@ def _lock(args: argparse.Namespace, reporter: Reporter) -> int:
     cfg = _load(args)
     for name, digest, new in pin(cfg, reporter):
         print(f"{'pinned ' if new else 'already'} {cfg.flannel.version}/{name}  {digest}")
+    return 0
+
+
+def _lint(args: argparse.Namespace, reporter: Reporter) -> int:
+    from . import netconf
+
+    findings = netconf.lint_config(_load(args))
+    for finding in findings:
+        if finding.level != "info" or not args.quiet:
+            print(finding, file=sys.stderr if finding.level == "error" else sys.stdout)
+    if any(f.level == "error" for f in findings):
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def _payload(args: argparse.Namespace, reporter: Reporter) -> int:
+    from .payload import stage
+
+    for staged in stage(_load(args), args.build_dir, reporter):
+        print(f"{staged.root}  {staged.digest[:16]}")
     return 0
 
 

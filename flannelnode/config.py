@@ -142,6 +142,30 @@ class Etcd:
     prefix: str = _checked("/coreos.com/network", _absolute)
 
 
+def _ifaces(values: list[str]) -> list[str]:
+    for name in values:
+        if not name or any(c.isspace() or c in "\"'$%\\" for c in name):
+            raise ValueError(f"{name!r} is not an interface name, address or regex")
+    return values
+
+
+def _ip(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+@dataclass(frozen=True)
+class Flanneld:
+    """flanneld's own options beyond etcd: which interface carries the overlay."""
+
+    iface: list[str] = _checked(list, _ifaces)  # --iface, repeated; first match wins
+    public_ip: str | None = _checked(None, _ip)  # --public-ip
+
+
 @dataclass(frozen=True)
 class Install:
     prefix: str = _checked("/opt/kubernetes", _absolute)
@@ -157,6 +181,7 @@ class Config:
         default_factory=lambda: {"Network": "172.17.0.0/16", "Backend": {"Type": "vxlan"}}
     )
     install: Install = field(default_factory=Install)
+    flanneld: Flanneld = field(default_factory=Flanneld)
 
     @property
     def cache_dir(self) -> Path:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from .config import Config
 from .errors import ConfigError
 
 Level = Literal["error", "warning", "info"]
@@ -847,3 +848,20 @@ class _Lint:
                         f"ambiguous, and traffic for one reaches the other. Pick ranges that "
                         f"do not overlap",
                     )
+
+
+def lint_config(config: Config) -> list[Finding]:
+    """lint() with everything the config model knows: etcd endpoints, arches, flannel version."""
+    return lint(
+        config.network,
+        etcd_endpoints=config.etcd.endpoints,
+        arches=config.flannel.arches,
+        flannel_version=config.flannel.version_tuple,
+    )
+
+
+def check_config(config: Config) -> list[Finding]:
+    """lint_config(), raising ConfigError (exit 2) when any finding is an error."""
+    findings = lint_config(config)
+    _raise_errors(findings)
+    return findings

@@ -12,16 +12,15 @@ Fedora's moby-engine, whichever is installed and in whatever order.
 
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from .config import Config
 from .errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,44 +48,6 @@ class NodeFile:
     content: bytes
 
 
-@dataclass(frozen=True)
-class FlanneldOptions:
-    """Interface options; the config model has no section for them yet (see from_mapping)."""
-
-    iface: tuple[str, ...] = ()
-    public_ip: str | None = None
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any] | None) -> FlanneldOptions:
-        """Accepts {"iface": "eth0" | ["eth0", ...], "public_ip": "10.0.0.5"}; other keys fail."""
-        if not raw:
-            return cls()
-        unknown = sorted(set(raw) - {"iface", "public_ip"})
-        if unknown:
-            raise ConfigError(
-                f"flanneld: unknown key(s) {', '.join(unknown)} (known: iface, public_ip)"
-            )
-        iface = raw.get("iface") or ()
-        if isinstance(iface, str):
-            iface = (iface,)
-        names = tuple(iface)
-        for name in names:
-            if not isinstance(name, str) or not _IFACE.fullmatch(name):
-                raise ConfigError(
-                    f"flanneld.iface: {name!r} is not an interface name or address "
-                    "(letters, digits and . _ : @ - only)"
-                )
-        public_ip = raw.get("public_ip")
-        if public_ip is not None:
-            try:
-                public_ip = str(ipaddress.ip_address(public_ip))
-            except ValueError:
-                raise ConfigError(
-                    f"flanneld.public_ip: {public_ip!r} is not an IP address"
-                ) from None
-        return cls(iface=names, public_ip=public_ip)
-
-
 def _safe(field: str, value: str) -> str:
     if not _SAFE.fullmatch(value):
         raise ConfigError(
@@ -105,8 +66,8 @@ def _environment(units_dir: Path) -> jinja2.Environment:
     )
 
 
-def flannel_options(config: Any, flanneld: FlanneldOptions) -> list[str]:
-    etcd = config.etcd
+def flannel_options(config: Config) -> list[str]:
+    etcd, flanneld = config.etcd, config.flanneld
     options = [
         "--etcd-endpoints=" + ",".join(_safe("etcd.endpoints", e) for e in etcd.endpoints),
         f"--etcd-cafile={_safe('etcd.ca_file', etcd.ca_file)}",
@@ -114,35 +75,19 @@ def flannel_options(config: Any, flanneld: FlanneldOptions) -> list[str]:
         f"--etcd-keyfile={_safe('etcd.key_file', etcd.key_file)}",
         f"--etcd-prefix={_safe('etcd.prefix', etcd.prefix)}",
     ]
-    options += [f"--iface={name}" for name in flanneld.iface]
+    options += [f"--iface={_safe('flanneld.iface', name)}" for name in flanneld.iface]
     if flanneld.public_ip:
         options.append(f"--public-ip={flanneld.public_ip}")
     return options
 
 
-def _flanneld_section(config: Any, flanneld: Mapping[str, Any] | None) -> FlanneldOptions:
-    if flanneld is None:
-        # Picks up a future [flanneld] section of the model without a change here.
-        section = getattr(config, "flanneld", None)
-        if dataclasses.is_dataclass(section) and not isinstance(section, type):
-            section = {k: v for k, v in dataclasses.asdict(section).items() if v is not None}
-        elif hasattr(section, "model_dump"):
-            section = section.model_dump(exclude_none=True)
-        flanneld = section
-    return FlanneldOptions.from_mapping(flanneld)
-
-
-def render(
-    config: Any,
-    flanneld: Mapping[str, Any] | None = None,
-    units_dir: Path = UNITS_DIR,
-) -> list[NodeFile]:
+def render(config: Config, units_dir: Path = UNITS_DIR) -> list[NodeFile]:
     """Every templated node file for `config`, sorted by path. Raises ConfigError on unsafe values
     and jinja2.UndefinedError when a template uses a variable this function does not provide."""
     prefix = _safe("install.prefix", config.install.prefix)
     context = {
         "prefix": prefix,
-        "flannel_options": flannel_options(config, _flanneld_section(config, flanneld)),
+        "flannel_options": flannel_options(config),
         "run_dir": RUN_DIR,
         "docker_env_file": DOCKER_ENV_FILE,
         "docker_env_key": DOCKER_ENV_KEY,
@@ -164,11 +109,12 @@ def render(
     return sorted(files, key=lambda f: f.path)
 
 
-def scripts(config: Any, scripts_dir: Path = SCRIPTS_DIR) -> list[NodeFile]:
+def scripts(config: Config, scripts_dir: Path = SCRIPTS_DIR) -> list[NodeFile]:
     """The node scripts, verbatim, at their node paths."""
     prefix = _safe("install.prefix", config.install.prefix)
     placed: Sequence[tuple[str, str]] = (
         ("mk-docker-opts.sh", f"{prefix}/bin/mk-docker-opts.sh"),
+        ("flannel-seed-etcd", f"{prefix}/bin/flannel-seed-etcd"),
         ("flannelnode-docker-generator", GENERATOR_PATH),
     )
     return [NodeFile(path, 0o755, (scripts_dir / name).read_bytes()) for name, path in placed]

@@ -25,6 +25,7 @@ import pytest
 
 from flannelnode import seed as builder_seed
 from flannelnode.config import Config
+from flannelnode.config import load as load_config
 
 from .etcd_cluster import EtcdCluster, free_ports
 
@@ -386,17 +387,26 @@ def test_fifty_seeders_at_once_write_once(etcd: EtcdCluster, prefix: str) -> Non
     assert value == NET_A and meta.version == 1 and meta.create_revision == meta.mod_revision
 
 
+def node_toml(path: Path, version: str, cluster: EtcdCluster, prefix: str, net: str) -> Config:
+    path.write_text(
+        f'[flannel]\nversion = "{version}"\n'
+        f"[etcd]\nendpoints = {json.dumps(cluster.endpoints)}\nprefix = {json.dumps(prefix)}\n"
+        f'[network]\nNetwork = "{net}"\n[network.Backend]\nType = "vxlan"\n'
+    )
+    return load_config(path, env={})
+
+
 @pytest.mark.parametrize(("version", "read_back"), [("v0.27.4", "v3"), ("v0.17.0", "v2")])
 def test_builder_runs_the_same_seeder(
-    etcd: EtcdCluster, prefix: str, version: str, read_back: str, capsys: pytest.CaptureFixture[str]
+    etcd: EtcdCluster,
+    prefix: str,
+    version: str,
+    read_back: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = Config.model_validate(
-        {
-            "flannel": {"version": version},
-            "etcd": {"endpoints": etcd.endpoints, "prefix": prefix},
-            "network": NET_B,
-        }
-    )
+    config = node_toml(tmp_path / "node.toml", version, etcd, prefix, "10.6.0.0/16")
+    wanted = {"Network": "10.6.0.0/16", "Backend": {"Type": "vxlan"}}
     c = etcd.certs
     tls = {"cacert": c.ca, "cert": c.cert, "key": c.key}
 
@@ -407,11 +417,11 @@ def test_builder_runs_the_same_seeder(
 
     if read_back == "v3":
         value, meta = v3_get(etcd, f"{prefix}/config")
-        assert value == NET_B and meta.version == 1
+        assert value == wanted and meta.version == 1
     else:
-        assert v2_get(etcd, f"{prefix}/config")["value"] == NET_B
+        assert v2_get(etcd, f"{prefix}/config")["value"] == wanted
         assert v3_get(etcd, f"{prefix}/config")[0] is None
 
-    other = config.model_copy(update={"network": NET_A})
+    other = node_toml(tmp_path / "other.toml", version, etcd, prefix, "10.7.0.0/16")
     assert builder_seed.run(other, deadline=20, **tls) == 3
-    assert "already holds a different network config" in capsys.readouterr().err
+    assert '+  "Network": "10.7.0.0/16"' in capsys.readouterr().err

@@ -176,8 +176,14 @@ def _content(files: list[units.NodeFile], path: str) -> str:
 
 
 def test_prefix_and_interface_options() -> None:
-    cfg = load({"install.prefix": "/opt/flannel"})
-    files = units.render(cfg, {"iface": ["eth1", "10.0.0.5"], "public_ip": "192.0.2.7"})
+    cfg = load(
+        {
+            "install.prefix": "/opt/flannel",
+            "flanneld.iface": ["eth1", "10.0.0.5"],
+            "flanneld.public_ip": "192.0.2.7",
+        }
+    )
+    files = units.render(cfg)
     service = _content(files, "/usr/lib/systemd/system/flanneld.service")
     assert "EnvironmentFile=/opt/flannel/cfg/flanneld\n" in service
     assert "ExecStart=/opt/flannel/bin/flanneld --ip-masq $FLANNEL_OPTIONS\n" in service
@@ -185,28 +191,18 @@ def test_prefix_and_interface_options() -> None:
     assert options.endswith(' --iface=eth1 --iface=10.0.0.5 --public-ip=192.0.2.7"\n')
 
 
-def test_future_model_section_is_picked_up(default_config: config.Config) -> None:
-    class WithFlanneld:
-        etcd = default_config.etcd
-        install = default_config.install
-        flanneld = {"iface": "eth0"}  # noqa: RUF012
-
-    options = _content(units.render(WithFlanneld()), "/opt/kubernetes/cfg/flanneld")
-    assert '--iface=eth0"' in options
-
-
 @pytest.mark.parametrize(
     ("raw", "field"),
     [
-        ({"iface": "eth0 --x"}, "flanneld.iface"),
-        ({"iface": ["eth0", "$(id)"]}, "flanneld.iface"),
-        ({"public_ip": "not-an-ip"}, "flanneld.public_ip"),
-        ({"ifcae": "eth0"}, "unknown key"),
+        ({"flanneld.iface": ["eth0 --x"]}, "flanneld.iface"),
+        ({"flanneld.iface": ["eth0", "$(id)"]}, "flanneld.iface"),
+        ({"flanneld.public_ip": "not-an-ip"}, "flanneld.public_ip"),
+        ({"flanneld.ifcae": "eth0"}, "flanneld.ifcae: unknown key"),
     ],
 )
-def test_bad_flanneld_options(default_config: config.Config, raw: dict, field: str) -> None:
+def test_bad_flanneld_options(raw: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        units.render(default_config, raw)
+        load(raw)
 
 
 @pytest.mark.parametrize(
