@@ -102,3 +102,18 @@ def project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Proj
         yield Project(tmp_path, capsys)
     finally:
         os.chdir(cwd)
+
+
+@pytest.fixture
+def fetched(server, project) -> dict[str, bytes]:
+    """amd64 and arm64 flanneld (ELF-headed test bodies) pinned, served and fetched."""
+    from .assets import elf, sha
+
+    bodies = {arch: elf(arch) for arch in ("amd64", "arm64")}
+    for arch, body in bodies.items():
+        server.add("v0.27.4", f"flanneld-{arch}", body)
+    project.pin({"v0.27.4": {f"flanneld-{a}": sha(b) for a, b in bodies.items()}})
+    project.config(mirror=server.url)
+    result = project.run("fetch")
+    assert result.rc == 0, result.err
+    return bodies

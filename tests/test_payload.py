@@ -1,0 +1,101 @@
+"""payload: the staged node tree per arch, its tarball and manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import tarfile
+
+from .assets import elf
+
+
+def _manifest(project, arch):
+    return json.loads((project.build / "payload" / arch / "manifest.json").read_text())
+
+
+def test_payload_tree_modes_and_manifest(project, fetched):
+    res = project.run("payload")
+    assert res.rc == 0, res.err
+    for arch, body in fetched.items():
+        out = project.build / "payload" / arch
+        root = out / "root"
+        manifest = _manifest(project, arch)
+        paths = {e["path"]: e for e in manifest["files"]}
+        assert set(paths) == {
+            "/opt/kubernetes/bin/flanneld",
+            "/opt/kubernetes/bin/mk-docker-opts.sh",
+            "/opt/kubernetes/bin/flannel-seed-etcd",
+            "/opt/kubernetes/cfg/flanneld",
+            "/opt/kubernetes/cfg/net-conf.json",
+            "/usr/lib/systemd/system/flanneld.service",
+            "/usr/lib/systemd/system-generators/flannelnode-docker-generator",
+            "/usr/lib/tmpfiles.d/flannel.conf",
+            "/usr/share/flannelnode/docker/docker-ce.conf",
+            "/usr/share/flannelnode/docker/docker.io.conf",
+            "/usr/share/flannelnode/docker/moby-engine.conf",
+        }
+        assert (root / "opt/kubernetes/bin/flanneld").read_bytes() == body
+        for path, entry in paths.items():
+            on_disk = root / path.lstrip("/")
+            assert f"{stat.S_IMODE(on_disk.stat().st_mode):04o}" == entry["mode"], path
+            assert hashlib.sha256(on_disk.read_bytes()).hexdigest() == entry["sha256"], path
+        assert paths["/opt/kubernetes/bin/flanneld"]["mode"] == "0755"
+        assert paths["/opt/kubernetes/cfg/flanneld"]["mode"] == "0644"
+        assert paths["/usr/lib/systemd/system/flanneld.service"]["mode"] == "0644"
+        net_conf = json.loads((root / "opt/kubernetes/cfg/net-conf.json").read_text())
+        assert net_conf == {"Network": "172.17.0.0/16", "Backend": {"Type": "vxlan"}}
+        # nothing secret: TLS material reaches nodes only through user-data
+        assert not any("key" in p.name or p.suffix == ".pem" for p in root.rglob("*"))
+        with tarfile.open(out / "flannelnode-payload.tar") as tar:
+            members = tar.getmembers()
+        assert sorted(m.name for m in members) == sorted(p.lstrip("/") for p in paths)
+        assert all(m.uid == 0 and m.gid == 0 and m.uname == "root" for m in members)
+        assert {m.name: f"{m.mode:04o}" for m in members} == {
+            p.lstrip("/"): e["mode"] for p, e in paths.items()
+        }
+
+
+def test_payload_is_incremental_and_reproducible(project, fetched, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert project.run("payload").rc == 0
+    tar = project.build / "payload" / "amd64" / "flannelnode-payload.tar"
+    first, mtime = tar.read_bytes(), tar.stat().st_mtime_ns
+    res = project.run("payload")
+    assert res.rc == 0 and "up to date" in res.err
+    assert tar.stat().st_mtime_ns == mtime  # untouched
+    (project.root / "node.toml").write_text(
+        (project.root / "node.toml").read_text() + '\n[install]\nprefix = "/opt/k8s"\n'
+    )
+    assert project.run("payload").rc == 0
+    with tarfile.open(tar) as moved:
+        assert "opt/k8s/bin/flanneld" in moved.getnames()
+    (project.root / "node.toml").write_text(
+        (project.root / "node.toml").read_text().replace("/opt/k8s", "/opt/kubernetes")
+    )
+    assert project.run("payload").rc == 0
+    assert tar.read_bytes() == first  # same inputs, byte-identical tarball
+
+
+def test_payload_refuses_a_flanneld_changed_after_fetch(project, fetched):
+    (project.build / "fetch" / "v0.27.4" / "arm64" / "flanneld").write_bytes(elf("arm64"))
+    res = project.run("payload")
+    assert res.rc == 4
+    assert "fetch verified" in res.err
+    assert not (project.build / "payload" / "arm64").exists()
+
+
+def test_payload_needs_fetch_first(project):
+    project.config()
+    res = project.run("payload")
+    assert res.rc == 1 and "Run `build.py fetch`" in res.err
+
+
+def test_payload_refuses_a_bad_network_config(project, fetched):
+    (project.root / "node.toml").write_text(
+        (project.root / "node.toml").read_text()
+        + '\n[network]\nNetwork = "10.0.0.0/16"\nSubnetLen = 31\nBackend = {Type = "vxlan"}\n'
+    )
+    res = project.run("payload")
+    assert res.rc == 2 and "SubnetLen: 31" in res.err
+    assert not (project.build / "payload").exists()
