@@ -42,7 +42,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
 	@touch $@
 
 fetch: deps ## download and verify flannel release assets (release.lock is the trust root)

@@ -33,6 +33,13 @@ def _common_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors", **kw)
 
 
+def _tls_flags(p: argparse.ArgumentParser) -> None:
+    """etcd client TLS files on the build host (config.etcd names their paths on the node)."""
+    p.add_argument("--etcd-ca", type=Path, required=True, metavar="PEM", help="CA certificate")
+    p.add_argument("--etcd-cert", type=Path, required=True, metavar="PEM", help="client cert")
+    p.add_argument("--etcd-key", type=Path, required=True, metavar="PEM", help="client key")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="build.py",
@@ -74,6 +81,39 @@ def parser() -> argparse.ArgumentParser:
 
     p = steps.add_parser("payload", parents=[common], help="stage the node file tree per arch")
     p.set_defaults(run=_payload)
+
+    p = steps.add_parser(
+        "seed",
+        parents=[common],
+        help="write the network config into etcd once (what nodes do at first boot)",
+        description="Put [network] at <etcd.prefix>/config if absent, over TLS, through the etcd "
+        "API the configured flannel reads (v2 up to v0.17, v3 from v0.18). The same value "
+        "already there is success; a different one exits 3 with a diff unless --force.",
+    )
+    _tls_flags(p)
+    p.add_argument("--endpoints", help="comma-separated etcd URLs (default: etcd.endpoints)")
+    p.add_argument("--api", choices=["v2", "v3"], help="override the API chosen from the version")
+    p.add_argument("--force", action="store_true", help="replace a different existing value")
+    p.add_argument("--deadline", type=float, default=60.0, help="seconds in all (default 60)")
+    p.set_defaults(run=_seed)
+
+    p = steps.add_parser(
+        "userdata",
+        parents=[common],
+        help="render cloud-init user-data: TLS files, flanneld config, first-boot seeding",
+    )
+    _tls_flags(p)
+    p.add_argument("-o", "--output", type=Path, help="default: <build-dir>/userdata/user-data")
+    p.add_argument("--seed-deadline", type=int, default=300, help="seconds the node waits for etcd")
+    p.set_defaults(run=_userdata)
+
+    p = steps.add_parser(
+        "seed-iso", parents=[common], help="a NoCloud cidata ISO from the rendered user-data"
+    )
+    p.add_argument("--user-data", type=Path, help="default: <build-dir>/userdata/user-data")
+    p.add_argument("-o", "--output", type=Path, help="default: <build-dir>/userdata/seed.iso")
+    p.add_argument("--instance-id", default="flannelnode-node", help="NoCloud instance-id")
+    p.set_defaults(run=_seed_iso)
 
     p = steps.add_parser("config", parents=[common], help="print the validated config as JSON")
     p.set_defaults(run=_show_config)
@@ -131,6 +171,49 @@ def _payload(args: argparse.Namespace, reporter: Reporter) -> int:
 
     for staged in stage(_load(args), args.build_dir, reporter):
         print(f"{staged.root}  {staged.digest[:16]}")
+    return 0
+
+
+def _seed(args: argparse.Namespace, reporter: Reporter) -> int:
+    from . import netconf, seed
+
+    cfg = _load(args)
+    netconf.check_config(cfg)
+    endpoints = args.endpoints.split(",") if args.endpoints else None
+    return seed.run(
+        cfg,
+        endpoints=endpoints,
+        cacert=args.etcd_ca,
+        cert=args.etcd_cert,
+        key=args.etcd_key,
+        force=args.force,
+        deadline=args.deadline,
+        api=args.api,
+        quiet=args.quiet,
+    )
+
+
+def _userdata(args: argparse.Namespace, reporter: Reporter) -> int:
+    from . import netconf, userdata
+
+    cfg = _load(args)
+    netconf.check_config(cfg)
+    tls = userdata.TlsFiles(args.etcd_ca, args.etcd_cert, args.etcd_key)
+    out = args.output or args.build_dir / "userdata" / "user-data"
+    userdata.write(userdata.render(cfg, tls, args.seed_deadline), out)
+    reporter.log(f"{out}: holds the etcd client key (mode 0600); hand it only to your nodes")
+    print(out)
+    return 0
+
+
+def _seed_iso(args: argparse.Namespace, reporter: Reporter) -> int:
+    from . import userdata
+
+    source = args.user_data or args.build_dir / "userdata" / "user-data"
+    if not source.is_file():
+        raise _usage(f"{source}: no user-data; run `build.py userdata` first")
+    out = args.output or args.build_dir / "userdata" / "seed.iso"
+    print(userdata.seed_iso(source, out, args.instance_id))
     return 0
 
 

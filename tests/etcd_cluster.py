@@ -7,6 +7,7 @@ the cluster refuses to start and says how to install it.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 
 INSTALL_HINT = "apt-get install -y etcd-server etcd-client openssl"
 HOST = "127.0.0.1"
+PR_SET_PDEATHSIG = 1
 
 
 def require_tool(name: str) -> str:
@@ -28,6 +30,12 @@ def require_tool(name: str) -> str:
     if path is None:
         raise RuntimeError(f"{name} is not installed; install it with: {INSTALL_HINT}")
     return path
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel kills the member if the test process dies
+    without tearing down (SIGKILL, crash), so no etcd outlives its test run."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_ports(count: int) -> list[int]:
@@ -297,6 +305,7 @@ class EtcdCluster:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def stop_member(self, index: int) -> None:

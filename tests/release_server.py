@@ -19,12 +19,12 @@ OBJECTS = "/objects/"
 
 
 class ReleaseServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.assets: dict[tuple[str, str], bytes] = {}
         self.faults: dict[str, list[str]] = defaultdict(list)
         self.requests: list[tuple[str, str]] = []  # (path, Range header)
         self.proxied: list[str] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -104,3 +104,30 @@ def _handler(server: ReleaseServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(payload)
 
     return Handler
+
+
+def main() -> None:
+    """Serve a directory laid out as <tag>/<asset> on 127.0.0.1, for demos and manual runs:
+
+    python -m tests.release_server DIR [PORT]
+    """
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(sys.argv[1])
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    server = ReleaseServer(port)
+    for path in sorted(root.glob("*/*")):
+        server.add(path.parent.name, path.name, path.read_bytes())
+    server.start()
+    print(f"serving {len(server.assets)} assets from {root} at {server.url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""userdata: cloud-init #cloud-config that brings a node up on flannel at its first boot.
+
+It delivers the etcd TLS material (the only way keys reach a node: never through an image or an
+RPM), the flanneld config files from the payload, and a first-boot script that seeds the network
+config into etcd (exactly once across the fleet, see scripts/flannel-seed-etcd), then starts
+flanneld and docker, in that order. The result holds a private key: written 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Config
+from .errors import ConfigError, FlannelnodeError
+from .payload import node_files
+
+DEFAULT_SEED_DEADLINE = 300
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Paths on the build host; their content is copied into the user-data."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _pem(path: Path, flag: str, marker: str) -> str:
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise ConfigError(f"{flag} {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{flag} {path}: cannot read it as PEM text: {exc}") from None
+    if marker not in text:
+        raise ConfigError(f"{flag} {path}: no '{marker}' block; is this the right file?")
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _first_boot(config: Config, deadline: int) -> str:
+    prefix, etcd = config.install.prefix, config.etcd
+    seed = [
+        f"{prefix}/bin/flannel-seed-etcd",
+        f"--endpoints={','.join(etcd.endpoints)}",
+        f"--cacert={etcd.ca_file}",
+        f"--cert={etcd.cert_file}",
+        f"--key={etcd.key_file}",
+        f"--prefix={etcd.prefix}",
+        f"--config-file={prefix}/cfg/net-conf.json",
+        f"--flannel-version={config.flannel.version}",
+        f"--deadline={deadline}",
+    ]
+    return "\n".join(
+        [
+            "# seed flannel's network config into etcd once, then flanneld, then docker",
+            shlex.join(seed),
+            "systemctl daemon-reload",
+            "systemctl enable --now flanneld.service",
+            "systemctl enable --now docker.service",
+            "",
+        ]
+    )
+
+
+def render(config: Config, tls: TlsFiles, seed_deadline: int = DEFAULT_SEED_DEADLINE) -> str:
+    etcd = config.etcd
+    secrets = [
+        (etcd.ca_file, _pem(tls.ca, "--etcd-ca", "-----BEGIN CERTIFICATE-----")),
+        (etcd.cert_file, _pem(tls.cert, "--etcd-cert", "-----BEGIN CERTIFICATE-----")),
+        (etcd.key_file, _pem(tls.key, "--etcd-key", "PRIVATE KEY-----")),
+    ]
+    wanted = {f"{config.install.prefix}/cfg/flanneld", f"{config.install.prefix}/cfg/net-conf.json"}
+    configs = [f for f in node_files(config) if f.path in wanted]
+    files: list[dict[str, Any]] = [
+        {"path": path, "owner": "root:root", "permissions": "0600", "content": text}
+        for path, text in secrets
+    ]
+    files += [
+        {
+            "path": f.path,
+            "owner": "root:root",
+            "permissions": f"{f.mode:04o}",
+            "content": f.content.decode(),
+        }
+        for f in configs
+    ]
+    doc = {
+        "write_files": files,
+        "runcmd": [["/bin/sh", "-ec", _first_boot(config, seed_deadline)]],
+    }
+    header = (
+        "#cloud-config\n"
+        f"# flannelnode: flannel {config.flannel.version} first boot. Holds the etcd client key: "
+        "keep it secret.\n"
+    )
+    return header + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (PEM, scripts) as literal blocks, as a person would write them."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def write(text: str, out: Path) -> Path:
+    """Atomically, mode 0600 from the first byte (it holds a private key)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def seed_iso(user_data: Path, out: Path, instance_id: str) -> Path:
+    """A NoCloud `cidata` ISO (user-data + meta-data) for qemu boots, via cloud-localds."""
+    tool = shutil.which("cloud-localds")
+    if tool is None:
+        raise FlannelnodeError(
+            "cloud-localds is missing: apt-get install -y cloud-image-utils (or run make deps)"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = Path(tmp) / "meta-data"
+        meta.write_text(f"instance-id: {instance_id}\nlocal-hostname: {instance_id}\n")
+        part = Path(tmp) / "seed.iso"
+        proc = subprocess.run(
+            [tool, "--disk-format=raw", str(part), str(user_data), str(meta)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise FlannelnodeError(f"cloud-localds failed: {proc.stderr.strip()}")
+        os.chmod(part, 0o600)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(part, out)
+    return out

@@ -1,0 +1,120 @@
+"""userdata: cloud-init #cloud-config with the TLS material, flanneld config and first boot."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+
+import pytest
+import yaml
+
+from flannelnode import config
+from flannelnode.payload import node_files
+
+from .etcd_cluster import make_certs
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory):
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def _userdata(project, certs, *extra: str):
+    return project.run(
+        "userdata",
+        "--etcd-ca", str(certs.ca),
+        "--etcd-cert", str(certs.cert),
+        "--etcd-key", str(certs.key),
+        *extra,
+    )  # fmt: skip
+
+
+def test_userdata_passes_cloud_inits_schema_and_carries_the_certs(project, certs):
+    project.config()
+    res = _userdata(project, certs)
+    assert res.rc == 0, res.err
+    out = project.build / "userdata" / "user-data"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    tool = shutil.which("cloud-init")
+    assert tool, "cloud-init is missing: apt-get install -y cloud-init (or make deps)"
+    schema = subprocess.run(
+        [tool, "schema", "--config-file", str(out)], capture_output=True, text=True, check=False
+    )
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    assert "Valid cloud-config" in schema.stdout
+    # the validator is live: the same command rejects a broken document
+    broken = out.with_name("broken")
+    broken.write_text(out.read_text().replace("runcmd:", "runcmd: 5\nbogus:", 1))
+    rejected = subprocess.run(
+        [tool, "schema", "--config-file", str(broken)], capture_output=True, text=True, check=False
+    )
+    assert rejected.returncode != 0
+
+    text = out.read_text()
+    assert text.startswith("#cloud-config\n")
+    doc = yaml.safe_load(text)
+    files = {f["path"]: f for f in doc["write_files"]}
+    for node_path, local in [
+        ("/opt/etcd/ssl/ca.pem", certs.ca),
+        ("/opt/etcd/ssl/server.pem", certs.cert),
+        ("/opt/etcd/ssl/server-key.pem", certs.key),
+    ]:
+        assert files[node_path]["content"] == local.read_text()
+        assert files[node_path]["permissions"] == "0600"
+        assert files[node_path]["owner"] == "root:root"
+    # the flanneld config is the payload's, byte for byte: one source for node files
+    cfg = config.load(project.root / "node.toml", env={})
+    payload = {f.path: f for f in node_files(cfg)}
+    for path in ("/opt/kubernetes/cfg/flanneld", "/opt/kubernetes/cfg/net-conf.json"):
+        assert files[path]["content"].encode() == payload[path].content
+        assert files[path]["permissions"] == "0644"
+    shell, flags, script = doc["runcmd"][0]
+    assert (shell, flags) == ("/bin/sh", "-ec")
+    lines = [line for line in script.splitlines() if line and not line.startswith("#")]
+    assert lines[0].startswith("/opt/kubernetes/bin/flannel-seed-etcd ")
+    assert "--endpoints=https://192.168.31.61:2379,https://192.168.31.62:2379," in lines[0]
+    assert "--cacert=/opt/etcd/ssl/ca.pem" in lines[0]
+    assert "--flannel-version=v0.27.4" in lines[0] and "--deadline=300" in lines[0]
+    assert lines[1:] == [
+        "systemctl daemon-reload",
+        "systemctl enable --now flanneld.service",
+        "systemctl enable --now docker.service",
+    ]
+
+
+def test_userdata_refuses_a_certificate_given_as_key(project, certs):
+    project.config()
+    res = project.run(
+        "userdata",
+        "--etcd-ca", str(certs.ca),
+        "--etcd-cert", str(certs.cert),
+        "--etcd-key", str(certs.cert),
+    )  # fmt: skip
+    assert res.rc == 2 and "--etcd-key" in res.err and "PRIVATE KEY" in res.err
+    assert not (project.build / "userdata").exists()
+
+
+def test_userdata_missing_file_exits_2(project, certs, tmp_path):
+    project.config()
+    res = project.run(
+        "userdata",
+        "--etcd-ca", str(tmp_path / "nope.pem"),
+        "--etcd-cert", str(certs.cert),
+        "--etcd-key", str(certs.key),
+    )  # fmt: skip
+    assert res.rc == 2 and "nope.pem: no such file" in res.err
+
+
+def test_seed_iso_is_a_nocloud_cidata_volume(project, certs):
+    project.config()
+    assert _userdata(project, certs).rc == 0
+    res = project.run("seed-iso", "--instance-id", "node-1")
+    assert res.rc == 0, res.err
+    iso = project.build / "userdata" / "seed.iso"
+    with iso.open("rb") as f:
+        f.seek(16 * 2048)  # ISO 9660 primary volume descriptor
+        pvd = f.read(2048)
+    assert pvd[1:6] == b"CD001"
+    assert pvd[40:72].decode().strip().lower() == "cidata"
+    assert stat.S_IMODE(iso.stat().st_mode) == 0o600
