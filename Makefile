@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the steps and the tests use for real (see shared LAB-NOTES for why each).
 APT_PACKAGES := ca-certificates git openssl gcc dash shellcheck systemd \
-	etcd-server etcd-client cloud-init
+	etcd-server etcd-client cloud-init cloud-image-utils
 
 # Common knobs, passed to build.py through the environment (see node.toml for all settings).
 export FLANNEL_VERSION FLANNEL_ASSET FLANNEL_ARCHES ARCH FLANNEL_MIRROR FLANNEL_TARBALL \
