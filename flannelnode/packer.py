@@ -195,7 +195,7 @@ class _Run:
     def failure_lines(self) -> list[str]:
         """The failing step's output (a provisioner's stdout/stderr), else the general tail."""
         lines = list(self.step if self.in_step else self.tail)
-        return lines + [e for e in self.errors if e not in lines]
+        return lines + [e for e in self.errors if not any(e in line for line in lines)]
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

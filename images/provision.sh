@@ -1,0 +1,131 @@
+#!/bin/sh
+# Provision a flannelnode image: the one script every Packer target runs (docker, qemu, amazon-ebs)
+# on every base (Debian, Rocky). It runs as root inside the image being built, never on a node.
+#
+# 1. install the payload: our RPMs through dnf/yum on RPM-based bases when FLANNELNODE_RPMS names
+#    a directory of them, otherwise the payload tarball unpacked into /
+# 2. install a docker engine when the base has none, and cloud-init
+# 3. enable flanneld and docker
+# 4. remove what must not be shared between nodes: machine-id, ssh host keys, cloud-init state,
+#    package caches, logs, the build's temporary ssh key (as amazon-eks-ami does before an AMI)
+#
+# Environment (set by the templates):
+#   FLANNELNODE_PAYLOAD       the payload tarball (flannelnode-payload.tar) uploaded by Packer
+#   FLANNELNODE_RPMS          optional: a directory of flannelnode RPMs, used on EL bases when it
+#                             holds any (the tarball is the fallback everywhere)
+#   FLANNELNODE_DOCKER_REPO   optional: a docker-ce .repo URL for EL bases without docker
+#   FLANNELNODE_BUILD_USER    optional: remove this user's authorized_keys at the end (the
+#                             build-time ssh key of the qemu and amazon-ebs targets)
+set -eu
+
+payload=${FLANNELNODE_PAYLOAD:-/tmp/flannelnode-payload.tar}
+rpms=${FLANNELNODE_RPMS:-}
+docker_repo=${FLANNELNODE_DOCKER_REPO:-https://download.docker.com/linux/centos/docker-ce.repo}
+build_user=${FLANNELNODE_BUILD_USER:-}
+
+say() {
+	printf 'provision: %s\n' "$*"
+}
+
+die() {
+	printf 'provision: ERROR: %s\n' "$*" >&2
+	exit 1
+}
+
+[ "$(id -u)" = 0 ] || die "must run as root (the templates use sudo where the user is not root)"
+[ -r /etc/os-release ] || die "/etc/os-release is missing: unknown base"
+
+# shellcheck disable=SC1091 # the base's own file
+. /etc/os-release
+case " ${ID:-} ${ID_LIKE:-} " in
+*" debian "*) family=deb ;;
+*" rhel "* | *" fedora "* | *" centos "*) family=rpm ;;
+*) die "unsupported base ${ID:-unknown}: flannelnode provisions Debian and EL (rpm) bases" ;;
+esac
+say "base: ${PRETTY_NAME:-$ID} ($family)"
+
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=
+
+pkg_install() {
+	if [ "$family" = deb ]; then
+		if [ -z "$apt_updated" ]; then
+			apt-get update -q
+			apt_updated=1
+		fi
+		apt-get install -y -q --no-install-recommends "$@"
+	elif command -v dnf >/dev/null 2>&1; then
+		dnf install -y -q "$@"
+	else
+		yum install -y -q "$@"
+	fi
+}
+
+# -- 1. the payload
+set -- "${rpms:-/nonexistent}"/*.rpm
+if [ "$family" = rpm ] && [ -e "$1" ]; then
+	say "installing flannelnode RPMs from $rpms"
+	pkg_install "$@"
+else
+	[ -r "$payload" ] || die "payload tarball $payload is missing"
+	say "unpacking $payload into /"
+	# as root, tar keeps the payload's owners (root) and exact modes
+	tar -xf "$payload" -C /
+fi
+
+# -- 2. a docker engine and cloud-init
+if command -v dockerd >/dev/null 2>&1; then
+	say "docker engine present: $(dockerd --version)"
+elif [ "$family" = deb ]; then
+	say "installing docker.io from the distribution"
+	pkg_install docker.io iptables ca-certificates
+else
+	say "installing docker-ce from $docker_repo"
+	if command -v dnf >/dev/null 2>&1; then
+		dnf install -y -q dnf-plugins-core
+		dnf config-manager --add-repo "$docker_repo"
+	else
+		yum install -y -q yum-utils
+		yum-config-manager --add-repo "$docker_repo"
+	fi
+	pkg_install docker-ce docker-ce-cli containerd.io
+fi
+if ! command -v cloud-init >/dev/null 2>&1; then
+	say "installing cloud-init"
+	pkg_install cloud-init
+fi
+
+# -- 3. enable the services (works without a running systemd: it only places symlinks)
+systemctl enable flanneld.service docker.service
+if [ -e /usr/lib/systemd/system/containerd.service ] || [ -e /lib/systemd/system/containerd.service ]; then
+	systemctl enable containerd.service
+fi
+
+# -- 4. nothing node-specific may be shared by every node booted from this image
+say "cleaning node-specific state"
+if [ "$family" = deb ]; then
+	apt-get clean
+	rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+else
+	if command -v dnf >/dev/null 2>&1; then dnf clean all -q; else yum clean all -q; fi
+	rm -rf /var/cache/dnf/* /var/cache/yum/*
+fi
+if command -v cloud-init >/dev/null 2>&1; then
+	cloud-init clean --logs
+fi
+rm -f /etc/ssh/ssh_host_*
+# empty, not absent: systemd then generates a fresh id at each node's first boot
+: >/etc/machine-id
+if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then
+	rm -f /var/lib/dbus/machine-id
+fi
+rm -f /var/lib/systemd/random-seed /var/lib/systemd/credential.secret
+find /var/log -type f \( -name '*.gz' -o -name '*.[0-9]' -o -name '*.old' \) -delete
+find /var/log -type f -exec truncate -s 0 {} +
+rm -rf /var/log/journal/* /tmp/* /var/tmp/* /root/.bash_history
+if [ -n "$build_user" ]; then
+	home=$(getent passwd "$build_user" | cut -d: -f6)
+	say "removing the build-time ssh key of $build_user"
+	rm -f "$home/.ssh/authorized_keys"
+fi
+say "done"
