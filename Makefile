@@ -64,8 +64,10 @@ test: deps ## run the test suite (real etcd, shellcheck, systemd-analyze, local 
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
-bench: deps ## print performance figures (medians over several runs)
-	$(PY) bench/fetch.py
+BENCHES ?= fetch payload seed
+
+bench: deps ## print performance figures (medians over several runs); BENCHES=fetch to pick
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 check: deps ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -215,7 +215,9 @@ def _read_record(path: Path) -> dict[str, Any]:
         return {}
 
 
-def build(config: Config, build_dir: Path, reporter: Reporter, *, release: str = "1") -> list[Built]:
+def build(
+    config: Config, build_dir: Path, reporter: Reporter, *, release: str = "1"
+) -> list[Built]:
     require_tool("rpmbuild", "rpm")
     if not _RELEASE.fullmatch(release):
         raise RpmError(f"release {release!r}: use letters, digits and . _ + ~ ^ (no '-')")
