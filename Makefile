@@ -12,13 +12,21 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the steps and the tests use for real (see shared LAB-NOTES for why each).
 APT_PACKAGES := ca-certificates git openssl gcc dash shellcheck systemd \
-	etcd-server etcd-client cloud-init cloud-image-utils
+	etcd-server etcd-client cloud-init cloud-image-utils \
+	rpm createrepo-c dnf gnupg rpmlint busybox-static cpio
 
 # Common knobs, passed to build.py through the environment (see node.toml for all settings).
 export FLANNEL_VERSION FLANNEL_ASSET FLANNEL_ARCHES ARCH FLANNEL_MIRROR FLANNEL_TARBALL \
 	FLANNEL_LOCAL FLANNELNODE_CACHE
 
-.PHONY: help deps apt venv fetch lock lint payload images test bench check clean
+# Reproducible by default: the last commit's time (unset outside a git checkout).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+ifneq ($(SOURCE_DATE_EPOCH),)
+export SOURCE_DATE_EPOCH
+endif
+export RPM_RELEASE FLANNELNODE_GPG_KEY FLANNELNODE_REPO_URL
+
+.PHONY: help deps apt venv fetch lock lint payload rpm repo images test bench check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -58,13 +66,19 @@ lint: deps ## check the network config against flannel's own rules
 payload: fetch ## stage the node file tree, tarball and manifest per arch
 	$(PY) build.py payload
 
+rpm: payload ## one RPM per arch in build/rpm/ (reproducible with SOURCE_DATE_EPOCH)
+	$(PY) build.py rpm
+
+repo: rpm ## sign the RPMs into a yum repo in build/repo/ (FLANNELNODE_GPG_KEY=, or UNSIGNED=1)
+	$(PY) build.py repo $(if $(UNSIGNED),--unsigned)
+
 images: payload ## the main job: every artifact (steps land here as they are built)
 
 test: deps ## run the test suite (real etcd, shellcheck, systemd-analyze, local HTTP only)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
-BENCHES ?= fetch payload seed
+BENCHES ?= fetch payload rpm seed
 
 bench: deps ## print performance figures (medians over several runs); BENCHES=fetch to pick
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done

@@ -82,6 +82,28 @@ def parser() -> argparse.ArgumentParser:
     p = steps.add_parser("payload", parents=[common], help="stage the node file tree per arch")
     p.set_defaults(run=_payload)
 
+    p = steps.add_parser("rpm", parents=[common], help="build one RPM per arch from the payload")
+    p.add_argument("--release", help="RPM Release (default: rpm.release in the config)")
+    p.set_defaults(run=_rpm)
+
+    p = steps.add_parser(
+        "repo", parents=[common], help="sign the RPMs and publish a signed yum repository"
+    )
+    p.add_argument(
+        "--gpg-key",
+        metavar="KEY",
+        help="key id, fingerprint, user id or secret key file (FLANNELNODE_GPG_KEY)",
+    )
+    p.add_argument("--gpg-home", type=Path, metavar="DIR", help="GnuPG home (default: $GNUPGHOME)")
+    p.add_argument(
+        "--gpg-passphrase-file", type=Path, metavar="FILE", help="file holding the passphrase"
+    )
+    p.add_argument("--baseurl", metavar="URL", help="where build/repo/ is served (repo.baseurl)")
+    p.add_argument(
+        "--unsigned", action="store_true", help="publish WITHOUT signatures (printed loudly)"
+    )
+    p.set_defaults(run=_repo)
+
     p = steps.add_parser(
         "seed",
         parents=[common],
@@ -171,6 +193,33 @@ def _payload(args: argparse.Namespace, reporter: Reporter) -> int:
 
     for staged in stage(_load(args), args.build_dir, reporter):
         print(f"{staged.root}  {staged.digest[:16]}")
+    return 0
+
+
+def _rpm(args: argparse.Namespace, reporter: Reporter) -> int:
+    from .rpm import build
+
+    cfg = _load(args)
+    for built in build(cfg, args.build_dir, reporter, release=args.release or cfg.rpm.release):
+        print(f"{built.path}  {built.sha256}")
+    return 0
+
+
+def _repo(args: argparse.Namespace, reporter: Reporter) -> int:
+    from .repo import publish
+
+    cfg = _load(args)
+    published = publish(
+        cfg,
+        args.build_dir,
+        reporter,
+        gpg_key=args.gpg_key or cfg.repo.gpg_key,
+        gpg_home=args.gpg_home or cfg.repo.gpg_home,
+        unsigned=args.unsigned,
+        passphrase_file=args.gpg_passphrase_file or cfg.repo.passphrase_file,
+        baseurl=args.baseurl or cfg.repo.baseurl,
+    )
+    print(published.repo_file)
     return 0
 
 

@@ -32,6 +32,9 @@ ENV_OVERRIDES: dict[str, tuple[str, bool]] = {
     "FLANNEL_TARBALL": ("fetch.local", False),
     "FLANNEL_LOCAL": ("fetch.local", False),
     "FLANNELNODE_CACHE": ("fetch.cache_dir", False),
+    "RPM_RELEASE": ("rpm.release", False),
+    "FLANNELNODE_GPG_KEY": ("repo.gpg_key", False),
+    "FLANNELNODE_REPO_URL": ("repo.baseurl", False),
 }
 
 
@@ -171,6 +174,32 @@ class Install:
     prefix: str = _checked("/opt/kubernetes", _absolute)
 
 
+def _repo_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme == "file" or (parts.scheme in ("http", "https") and parts.hostname):
+        return value.rstrip("/")
+    raise ValueError(f"{value!r} is not an http(s):// or file:// URL")
+
+
+def _rpm_release(value: str) -> str:
+    if not value or not all(c.isalnum() or c in "._+~^" for c in value):
+        raise ValueError(f"{value!r}: letters, digits and . _ + ~ ^ only (no '-')")
+    return value
+
+
+@dataclass(frozen=True)
+class Rpm:
+    release: str = _checked("1", _rpm_release)
+
+
+@dataclass(frozen=True)
+class Repo:
+    baseurl: str | None = _checked(None, _repo_url)  # where build/repo/ will be served
+    gpg_key: str | None = None  # key id, fingerprint, user id, or a secret key file
+    gpg_home: Path | None = None
+    passphrase_file: Path | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     flannel: Flannel = field(default_factory=Flannel)
@@ -182,6 +211,8 @@ class Config:
     )
     install: Install = field(default_factory=Install)
     flanneld: Flanneld = field(default_factory=Flanneld)
+    rpm: Rpm = field(default_factory=Rpm)
+    repo: Repo = field(default_factory=Repo)
 
     @property
     def cache_dir(self) -> Path:
@@ -304,13 +335,17 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 def _relative_to(raw: dict[str, Any], base: Path) -> None:
     """Paths in the file are relative to the file, as in every tool that reads a config file."""
-    fetch = raw.get("fetch")
-    if not isinstance(fetch, dict):
-        return
-    for key in ("lock", "cache_dir", "local"):
-        value = fetch.get(key)
-        if isinstance(value, str) and value:
-            fetch[key] = str(base / Path(value).expanduser())
+    for section, keys in (
+        ("fetch", ("lock", "cache_dir", "local")),
+        ("repo", ("gpg_home", "passphrase_file")),
+    ):
+        table = raw.get(section)
+        if not isinstance(table, dict):
+            continue
+        for key in keys:
+            value = table.get(key)
+            if isinstance(value, str) and value:
+                table[key] = str(base / Path(value).expanduser())
 
 
 def from_dict(raw: dict[str, Any], source: str = "<config>", origin: Mapping[str, str] = {}):

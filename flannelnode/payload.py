@@ -93,7 +93,7 @@ def _input_digest(fetched: Fetched, files: list[NodeFile]) -> str:
 def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
-    info.mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
+    info.mtime = int(os.environ.get("SOURCE_DATE_EPOCH") or 0)
     return info
 
 

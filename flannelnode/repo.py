@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,10 @@ from pathlib import Path
 
 import jinja2
 
+from .cache import sha256_file
 from .config import Config
-from .errors import ConfigError, FlannelnodeError
+from .errors import ConfigError, FlannelnodeError, IntegrityError
+from .payload import MANIFEST, payload_dir
 from .progress import Reporter
 from .rpm import RECORD, RPM_DIR, RpmError, require_tool, rpm_dir, run
 
@@ -146,7 +149,7 @@ def _import_key_file(path: Path, home: Path) -> str:
 
 
 def _sign_rpms(gpg: _Gpg, rpms: list[Path]) -> None:
-    extra = " ".join(gpg.args())
+    extra = " ".join(shlex.quote(arg) for arg in gpg.args())
     run(
         [
             "rpmsign",
@@ -191,20 +194,29 @@ def check_signatures(rpms: list[Path], public_key: Path, work: Path) -> None:
 
 
 def _packages(config: Config, build_dir: Path) -> list[Path]:
-    record_path = rpm_dir(build_dir) / RECORD
+    """The RPMs `rpm` recorded for the configured arches, checked against the current payload."""
+    out = rpm_dir(build_dir)
     try:
-        record = json.loads(record_path.read_text())
+        record = json.loads((out / RECORD).read_text())
     except (OSError, ValueError):
         record = {}
     rpms = []
     for arch in config.flannel.arches:
         entry = record.get(arch)
-        path = rpm_dir(build_dir) / entry["file"] if entry else None
+        path = out / entry["file"] if entry else None
         if path is None or not path.is_file():
+            raise RpmError(f"no RPM for {arch} in {out}: run `build.py rpm` (or `make rpm`) first")
+        try:
+            payload = json.loads((payload_dir(build_dir, arch) / MANIFEST).read_text())
+        except (OSError, ValueError):
+            payload = {}
+        if payload.get("input_digest") != entry["key"]["input_digest"]:
             raise RpmError(
-                f"no RPM for {arch} in {rpm_dir(build_dir)}: "
-                "run `build.py rpm` (or `make rpm`) first"
+                f"{path.name} was built from another payload than build/payload/{arch}: "
+                "run `build.py rpm` (or `make rpm`) again"
             )
+        if sha256_file(path) != entry["sha256"]:
+            raise IntegrityError(f"{path}: changed since `build.py rpm` made it; run it again")
         rpms.append(path)
     return rpms
 

@@ -28,6 +28,7 @@ from typing import Any
 import jinja2
 
 from .arch import ARCHES
+from .cache import sha256_file
 from .config import Config
 from .errors import FlannelnodeError
 from .payload import MANIFEST, payload_dir
@@ -140,7 +141,12 @@ def spec_context(manifest: dict[str, Any], release: str) -> dict[str, Any]:
         "flannel_version": manifest["flannel_version"],
         "prefix": prefix,
         "run_dir": RUN_DIR,
-        "tmpfiles": "/usr/lib/tmpfiles.d/flannel.conf",
+        # by basename: systemd-tmpfiles finds it, and honours an /etc/tmpfiles.d override
+        "tmpfiles": [
+            PurePosixPath(f["path"]).name
+            for f in files
+            if str(PurePosixPath(f["path"]).parent) == "/usr/lib/tmpfiles.d"
+        ],
         "dirs": _owned_dirs([f["path"] for f in files]),
         "files": files,
     }
@@ -160,14 +166,6 @@ def _key(context: dict[str, Any], digest: str, epoch: str | None) -> dict[str, A
     template = (RPM_DIR / SPEC_TEMPLATE).read_bytes()
     spec = hashlib.sha256(template + json.dumps(context, sort_keys=True).encode()).hexdigest()
     return {"input_digest": digest, "spec_sha256": spec, "source_date_epoch": epoch}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _rpmbuild(spec: str, root: Path, rpm_arch: str, work: Path, epoch: str | None) -> Path:
@@ -248,7 +246,7 @@ def build(
         rpm_arch = ARCHES[arch].rpm
         old = record.get(arch, {})
         old_path = out / old.get("file", "-")
-        if old.get("key") == key and old_path.is_file() and _sha256(old_path) == old["sha256"]:
+        if old.get("key") == key and old_path.is_file() and sha256_file(old_path) == old["sha256"]:
             reporter.log(f"rpm {arch}: up to date ({old['file']})")
             new_record[arch] = old
             done.append(Built(arch, rpm_arch, old_path, old["sha256"], False))
@@ -273,7 +271,7 @@ def build(
                 ]
                 made = [f.result() for f in futures]
             for (arch, _, key, _), path in zip(todo, made, strict=True):
-                digest = _sha256(path)
+                digest = sha256_file(path)
                 os.replace(path, out / path.name)
                 new_record[arch] = {
                     "file": path.name,

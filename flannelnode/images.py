@@ -1,0 +1,372 @@
+"""images: node images built by Packer from the payload, one template per target (images/*.pkr.hcl).
+
+Incremental: a target's inputs (its template, provision.sh, the variant's var file, the payload
+digest, the base image id or qcow2 sha256, the output name) hash to a digest recorded with the
+artifact in build/images/<target>.json. Same digest and the artifact still there: no Packer at all.
+
+Nothing half-made is left: Packer removes its container or VM on failure, the docker image is only
+committed and tagged at the very end, and the qcow2 is written in a scratch directory and moved
+into place once Packer succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import base, packer
+from .cache import sha256_file
+from .config import Config
+from .errors import ConfigError, FlannelnodeError
+from .payload import Staged, stage
+from .progress import Reporter
+from .tools import require, require_docker_engine
+
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+PROVISION = IMAGES_DIR / "provision.sh"
+TARGETS = ("docker", "qemu", "amazon-ebs")
+VARIANTS = ("debian-bookworm", "rocky-9")
+REPOSITORY = "flannelnode/node"
+TIMEOUTS = {"docker": 1800.0, "qemu": 3600.0, "amazon-ebs": 5400.0}
+_MACHINE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+class ImagesError(FlannelnodeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Built:
+    target: str
+    arch: str
+    inputs: str  # the input digest
+    rebuilt: bool
+    seconds: float
+    image: str | None = None  # docker tag, AMI id
+    image_id: str | None = None  # docker image id
+    path: str | None = None  # qcow2
+    sha256: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def template(target: str) -> Path:
+    return IMAGES_DIR / f"{target}.pkr.hcl"
+
+
+def var_files(target: str, variant: str) -> list[Path]:
+    """The variant's var file for a target; the Debian default is the templates' own defaults."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown image base {variant!r}; known: {', '.join(VARIANTS)}")
+    path = IMAGES_DIR / "variants" / variant / f"{target}.pkrvars.hcl"
+    return [path] if path.exists() else []
+
+
+def host_arch() -> str:
+    return _MACHINE_ARCH.get(platform.machine(), platform.machine())
+
+
+def record_path(build_dir: Path, target: str) -> Path:
+    return build_dir / "images" / f"{target}.json"
+
+
+def aws_credentials() -> bool:
+    env = os.environ
+    if (
+        env.get("AWS_ACCESS_KEY_ID")
+        or env.get("AWS_PROFILE")
+        or env.get("AWS_WEB_IDENTITY_TOKEN_FILE")
+    ):
+        return True
+    return (Path.home() / ".aws" / "credentials").exists()
+
+
+def _digest(parts: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _docker_image_id(ref: str) -> str:
+    res = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
+def _still_there(target: str, record: dict) -> bool:
+    if target == "docker":
+        return (
+            bool(record.get("image_id")) and _docker_image_id(record["image"]) == record["image_id"]
+        )
+    if target == "qemu":
+        path = Path(record.get("path", ""))
+        return path.is_file() and path.stat().st_size == record.get("size")
+    return bool(record.get("image"))  # an AMI lives in AWS; trust the record
+
+
+def _upload_dir(work: Path, staged: Staged, rpms: Sequence[Path]) -> Path:
+    """What Packer copies into the image: the payload tarball and, for EL bases, our RPMs."""
+    up = work / "upload"
+    (up / "rpms").mkdir(parents=True)
+    shutil.copyfile(staged.tarball, up / staged.tarball.name)
+    for rpm in rpms:
+        shutil.copyfile(rpm, up / "rpms" / rpm.name)
+    return up
+
+
+def _seed(work: Path) -> tuple[Path, Path]:
+    """A per-build ssh key and the NoCloud seed that lets it in as root; both die with work/."""
+    key = work / "ssh" / "id_ed25519"
+    key.parent.mkdir(mode=0o700)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "flannelnode-build", "-f", str(key)],
+        check=True,
+        timeout=60,
+    )
+    seed = work / "seed"
+    seed.mkdir()
+    public = key.with_suffix(".pub").read_text().strip()
+    # users: [] creates no default user; disable_root: false lets the build key in as root.
+    (seed / "user-data").write_text(
+        "#cloud-config\nusers: []\ndisable_root: false\nssh_pwauth: false\n"
+        f"ssh_authorized_keys:\n  - {public}\n"
+    )
+    (seed / "meta-data").write_text(
+        f"instance-id: flannelnode-build-{os.getpid()}\nlocal-hostname: flannelnode-build\n"
+    )
+    return key, seed
+
+
+class _Target:
+    """Inputs, Packer variables and artifact handling of one target."""
+
+    def __init__(
+        self, name: str, config: Config, staged: Staged, variant: str, repository: str
+    ) -> None:
+        self.name, self.config, self.staged, self.variant = name, config, staged, variant
+        self.version = config.flannel.version
+        self.tag = f"{self.version}-{staged.arch}"
+        self.repository = repository
+
+    def inputs(self, base_image: base.Base | None) -> dict[str, str]:
+        parts = {
+            "target": self.name,
+            "variant": self.variant,
+            "template": sha256_file(template(self.name)),
+            "provision": sha256_file(PROVISION),
+            "payload": self.staged.digest,
+            "tag": self.tag,
+            "repository": self.repository,
+        }
+        for f in var_files(self.name, self.variant):
+            parts[f"vars {f.name}"] = sha256_file(f)
+        if base_image is not None and self.name == "docker":
+            parts["base"] = base_image.image_id
+        if base_image is not None and self.name == "qemu":
+            parts["base"] = f"sha256:{base_image.qcow2_sha256}"
+        return parts
+
+
+def _packer_vars(
+    target: str, t: _Target, work: Path, upload: Path, base_image: base.Base | None, accel: str
+) -> dict[str, str]:
+    common = {"upload_dir": str(upload), "provision_script": str(PROVISION)}
+    if target == "docker":
+        extra = {"repository": t.repository, "tag": t.tag}
+        if base_image is not None:
+            extra["base_image"] = base_image.image_id
+        return {**common, **extra}
+    if target == "qemu":
+        key, seed = _seed(work)
+        extra = {
+            "ssh_private_key_file": str(key),
+            "seed_dir": str(seed),
+            "output_directory": str(work / "out"),
+            "vm_name": f"flannelnode-node-{t.tag}.qcow2",
+            "serial_log": str(work / "serial.log"),
+            "accelerator": accel,
+        }
+        if base_image is not None:
+            extra["base_url"] = str(base_image.qcow2)
+            extra["base_checksum"] = f"sha256:{base_image.qcow2_sha256}"
+        return {**common, **extra}
+    return {**common, "flannel_version": t.version}
+
+
+def _finish(target: str, t: _Target, artifacts: list[packer.Artifact], build_dir: Path) -> dict:
+    if target == "docker":
+        # after docker-tag, Packer reports the tagged image (builder id packer.post-processor.*)
+        ids = {a.id for a in artifacts if a.builder_id.startswith(("packer.docker", "packer.post"))}
+        image = f"{t.repository}:{t.tag}"
+        image_id = _docker_image_id(image)
+        if not image_id or image_id not in ids:
+            raise ImagesError(
+                f"packer reported {sorted(ids)} but {image} is {image_id or 'absent'}"
+            )
+        return {"image": image, "image_id": image_id}
+    if target == "qemu":
+        files = [Path(f) for a in artifacts for f in a.files if f.endswith(".qcow2")]
+        if not files:
+            raise ImagesError("packer reported no qcow2")
+        out = build_dir / "images" / "qemu" / files[0].name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        digest = sha256_file(files[0])
+        os.replace(files[0], out)
+        return {"path": str(out), "sha256": digest, "size": out.stat().st_size}
+    return {"image": ",".join(a.id for a in artifacts)}
+
+
+def build(
+    config: Config,
+    build_dir: Path,
+    reporter: Reporter,
+    targets: Sequence[str] = ("docker", "qemu"),
+    *,
+    variant: str = "debian-bookworm",
+    base_dir: Path | None = None,
+    rpms: Sequence[Path] = (),
+    accelerator: str | None = None,
+    repository: str = REPOSITORY,
+    force: bool = False,
+    on_line: Callable[[str], None] | None = None,
+) -> list[Built]:
+    """Build each target for the host's arch; returns what the manifest records."""
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise ConfigError(f"unknown image target {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+    for t in targets:
+        var_files(t, variant)  # validates the variant name
+    arch = host_arch()
+    if arch not in config.flannel.arches:
+        raise ConfigError(
+            f"images are built for this host's arch ({arch}), which flannel.arches does not list"
+        )
+    if "amazon-ebs" in targets and not aws_credentials():
+        reporter.log("images amazon-ebs: skipped (no AWS credentials in the environment)")
+        targets = [t for t in targets if t != "amazon-ebs"]
+    require("packer")
+    if "docker" in targets:
+        require_docker_engine()
+    if "qemu" in targets:
+        require("qemu-system-x86_64", "qemu-img", "mkisofs", "ssh-keygen")
+
+    staged = next(s for s in stage(config, build_dir, reporter) if s.arch == arch)
+    local_base = variant == "debian-bookworm" and any(t in ("docker", "qemu") for t in targets)
+    base_image = (
+        base.build(base_dir or build_dir / "base", reporter, targets) if local_base else None
+    )
+    accel = accelerator or os.environ.get("FLANNELNODE_QEMU_ACCEL") or "tcg"
+    log = on_line or (lambda line: reporter.log(f"  {line}"))
+    return [
+        _build_target(_Target(name, config, staged, variant, repository), base_image, build_dir,
+                      reporter, rpms, accel, force, log)
+        for name in targets
+    ]  # fmt: skip
+
+
+def _build_target(
+    t: _Target,
+    base_image: base.Base | None,
+    build_dir: Path,
+    reporter: Reporter,
+    rpms: Sequence[Path],
+    accel: str,
+    force: bool,
+    on_line: Callable[[str], None],
+) -> Built:
+    name, staged, variant = t.name, t.staged, t.variant
+    parts = t.inputs(base_image if name in ("docker", "qemu") else None)
+    digest = _digest(parts)
+    path = record_path(build_dir, name)
+    record = _load(path)
+    if not force and record.get("inputs") == digest and _still_there(name, record):
+        reporter.log(f"images {name}: up to date")
+        return _built(name, staged.arch, digest, False, record)
+
+    reporter.log(f"images {name}: building with packer ({template(name).name})")
+    started = time.monotonic()
+    (build_dir / "images").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=build_dir / "images"))
+    try:
+        upload = _upload_dir(work, staged, rpms)
+        variables = _packer_vars(name, t, work, upload, base_image, accel)
+        env = {"PACKER_CACHE_DIR": str(build_dir / "images" / ".packer_cache")}
+        try:
+            artifacts = packer.build(
+                template(name),
+                variables,
+                var_files=var_files(name, variant),
+                on_line=on_line,
+                timeout=TIMEOUTS[name],
+                env=env,
+            )
+        except packer.PackerError as exc:
+            serial = work / "serial.log"
+            if serial.exists():
+                tail = serial.read_text(errors="replace").splitlines()[-20:]
+                exc.args = (exc.args[0] + "\n--- guest serial console ---\n" + "\n".join(tail),)
+            raise
+        artifact = _finish(name, t, artifacts, build_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = round(time.monotonic() - started, 1)
+    record = {
+        "inputs": digest,
+        "parts": parts,
+        "arch": staged.arch,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": seconds,
+        **artifact,
+    }
+    _drop_previous(name, _load(path), record)
+    _save(path, record)
+    reporter.log(f"images {name}: done in {seconds:.0f}s")
+    return _built(name, staged.arch, digest, True, record)
+
+
+def _drop_previous(name: str, old: dict, new: dict) -> None:
+    """The artifact a rebuild replaced: an untagged docker image, a qcow2 of another name."""
+    if name == "docker" and old.get("image_id") and old["image_id"] != new["image_id"]:
+        subprocess.run(["docker", "rmi", old["image_id"]], capture_output=True, timeout=120)
+    if name == "qemu" and old.get("path") and old["path"] != new["path"]:
+        Path(old["path"]).unlink(missing_ok=True)
+
+
+def _built(name: str, arch: str, digest: str, rebuilt: bool, record: dict) -> Built:
+    return Built(
+        target=name,
+        arch=arch,
+        inputs=digest,
+        rebuilt=rebuilt,
+        seconds=record.get("seconds", 0.0) if rebuilt else 0.0,
+        image=record.get("image"),
+        image_id=record.get("image_id"),
+        path=record.get("path"),
+        sha256=record.get("sha256"),
+    )

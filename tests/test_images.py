@@ -1,0 +1,325 @@
+"""images: Packer templates, the docker and qemu targets, incremental rebuilds, clean failures.
+
+Real Packer, Docker and QEMU. The base (debootstrap from the Debian mirror) is built once into
+build/base/ of the checkout, shared with `make base`; every other output goes to tmp dirs. The
+flanneld inside the images is the fetched test body: it is inspected, never run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from flannelnode import base, config, images, packer
+from flannelnode.progress import Reporter
+from flannelnode.tools import require
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_REPOSITORY = "flannelnode-test/node"
+VALIDATE_VARS = {
+    "docker": {},
+    "qemu": {"base_url": "/nonexistent/base.qcow2", "base_checksum": "sha256:" + "0" * 64},
+    "amazon-ebs": {},
+}
+
+
+@pytest.fixture(scope="session")
+def base_dir() -> Path:
+    """The shared base (built on first use: about 3 minutes, then cached by recipe digest)."""
+    return REPO / "build" / "base"
+
+
+@pytest.fixture
+def quiet() -> Reporter:
+    return Reporter(quiet=True)
+
+
+def _config(project) -> config.Config:
+    return config.load(project.root / "node.toml", env={})
+
+
+def _docker(*args: str, timeout: float = 120) -> str:
+    res = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, f"docker {' '.join(args)}: {res.stderr}"
+    return res.stdout
+
+
+def _remove_test_images() -> None:
+    out = subprocess.run(
+        ["docker", "images", "-q", TEST_REPOSITORY], capture_output=True, text=True, timeout=60
+    ).stdout.split()
+    if out:
+        subprocess.run(["docker", "rmi", "-f", *set(out)], capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def test_images():
+    yield TEST_REPOSITORY
+    _remove_test_images()
+
+
+# -- templates
+
+
+def _validate_vars(target: str, tmp_path: Path) -> dict[str, str]:
+    upload = tmp_path / "upload"
+    upload.mkdir(exist_ok=True)
+    (upload / "flannelnode-payload.tar").write_bytes(b"")
+    variables = {"upload_dir": str(upload), **VALIDATE_VARS[target]}
+    if target == "qemu":
+        key = tmp_path / "key"
+        if not key.exists():
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+            )
+        seed = tmp_path / "seed"
+        seed.mkdir(exist_ok=True)
+        for name in ("user-data", "meta-data"):
+            (seed / name).write_text("")
+        variables |= {
+            "ssh_private_key_file": str(key),
+            "seed_dir": str(seed),
+            "output_directory": str(tmp_path / "out"),
+        }
+    return variables
+
+
+@pytest.mark.parametrize("variant", images.VARIANTS)
+@pytest.mark.parametrize("target", images.TARGETS)
+def test_template_validates(target: str, variant: str, tmp_path: Path) -> None:
+    files = images.var_files(target, variant)
+    assert variant == "debian-bookworm" or files, f"{variant} has no var file for {target}"
+    packer.validate(images.template(target), _validate_vars(target, tmp_path), var_files=files)
+
+
+def test_a_broken_template_fails_validation_with_packers_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pkr.hcl"
+    bad.write_text(images.template("docker").read_text().replace("commit = true", "commit = 3x"))
+    with pytest.raises(packer.PackerError) as exc:
+        packer.validate(bad, _validate_vars("docker", tmp_path))
+    assert "bad.pkr.hcl" in str(exc.value) and exc.value.lines
+
+
+@pytest.mark.parametrize(
+    "script", sorted(p.relative_to(REPO) for p in (REPO / "images").rglob("*.sh")), ids=str
+)
+def test_image_shell_scripts_are_shellcheck_clean(script: Path) -> None:
+    require("shellcheck")
+    res = subprocess.run(["shellcheck", str(REPO / script)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+
+
+# -- the driver, on Packer's null builder (no docker, no VM)
+
+
+def test_packer_driver_streams_and_surfaces_a_failing_provisioner(tmp_path: Path) -> None:
+    tpl = tmp_path / "null.pkr.hcl"
+    tpl.write_text(
+        'source "null" "n" {\n  communicator = "none"\n}\n'
+        'build {\n  sources = ["source.null.n"]\n'
+        '  provisioner "shell-local" {\n'
+        '    inline = ["echo first, with a comma", "echo to stderr >&2", "exit 7"]\n  }\n}\n'
+    )
+    seen: list[str] = []
+    with pytest.raises(packer.PackerError) as exc:
+        packer.build(tpl, on_line=seen.append, timeout=60)
+    assert any("first, with a comma" in line for line in seen)  # unescaped, live
+    message = str(exc.value)
+    assert "first, with a comma" in message and "to stderr" in message
+    assert "exit status: 7" in message
+
+
+# -- the docker target, end to end
+
+
+def _exported_files(image: str) -> dict[str, tarfile.TarInfo | bytes]:
+    container = _docker("create", image).strip()
+    try:
+        raw = subprocess.run(
+            ["docker", "export", container], capture_output=True, check=True, timeout=300
+        ).stdout
+    finally:
+        _docker("rm", "-f", container)
+    out: dict[str, tarfile.TarInfo | bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        for member in tar:
+            out[member.name] = member
+            if member.isfile() and member.size < 1 << 20:
+                data = tar.extractfile(member)
+                out[member.name + "#data"] = data.read() if data else b""
+    return out
+
+
+def _offline(image: str, *cmd: str) -> str:
+    """Run a command in the image without booting it (systemctl works offline on unit files)."""
+    return _docker("run", "--rm", "--entrypoint", cmd[0], image, *cmd[1:])
+
+
+def test_docker_target_end_to_end(project, fetched, base_dir, quiet, test_images) -> None:
+    cfg = _config(project)
+    started = time.monotonic()
+    built = images.build(
+        cfg, project.build, quiet, ("docker",), base_dir=base_dir, repository=test_images
+    )
+    seconds = time.monotonic() - started
+    print(f"docker target: {seconds:.1f}s")
+    [docker] = built
+    assert docker.rebuilt and docker.image == f"{test_images}:v0.27.4-amd64"
+    assert docker.image_id and docker.image_id.startswith("sha256:")
+
+    inspect = json.loads(_docker("image", "inspect", docker.image))[0]["Config"]
+    assert inspect["Entrypoint"] == ["/lib/systemd/systemd"]
+    assert not inspect["Cmd"]
+    assert "container=docker" in inspect["Env"]
+    assert "/var/lib/docker" in inspect["Volumes"]
+
+    manifest = json.loads((project.build / "payload" / "amd64" / "manifest.json").read_text())
+    files = _exported_files(docker.image)
+    for entry in manifest["files"]:
+        member = files[entry["path"].lstrip("/")]
+        assert isinstance(member, tarfile.TarInfo)
+        assert f"{member.mode & 0o7777:04o}" == entry["mode"], entry["path"]
+        assert (member.uid, member.gid) == (0, 0), entry["path"]
+    assert files["opt/kubernetes/bin/flanneld#data"] == fetched["amd64"]
+    # nothing shared between nodes
+    assert files["etc/machine-id#data"] == b""
+    assert not [n for n in files if n.startswith("etc/ssh/ssh_host_")]
+    assert not [n for n in files if n.startswith("var/lib/apt/lists/") and "#" not in n
+                and isinstance(files[n], tarfile.TarInfo) and files[n].isfile()]  # fmt: skip
+    assert not [n for n in files if n.startswith("var/lib/cloud/instances/")]
+    assert "usr/bin/cloud-init" in files and "usr/sbin/dockerd" in files
+
+    enabled = _offline(docker.image, "systemctl", "is-enabled", "flanneld", "docker")
+    assert enabled.split() == ["enabled", "enabled"]
+    # the generator picks the drop-in for Debian's docker.io
+    dropin = _offline(
+        docker.image,
+        "sh",
+        "-c",
+        "/usr/lib/systemd/system-generators/flannelnode-docker-generator /tmp/g && "
+        "cat /tmp/g/docker.service.d/*.conf",
+    )
+    assert "flannel" in dropin and "DOCKER_NETWORK_OPTIONS" in dropin
+
+    record = json.loads((project.build / "images" / "docker.json").read_text())
+    assert record["image_id"] == docker.image_id and record["inputs"] == docker.inputs
+
+    # -- a second run with unchanged inputs starts no Packer process at all
+    shim = project.root / "shim"
+    shim.mkdir()
+    calls = project.root / "packer-calls"
+    (shim / "packer").write_text(f'#!/bin/sh\necho "$@" >>{calls}\nexit 1\n')
+    (shim / "packer").chmod(0o755)
+    path = os.environ["PATH"]
+    os.environ["PATH"] = f"{shim}:{path}"
+    try:
+        started = time.monotonic()
+        again = images.build(
+            cfg, project.build, quiet, ("docker",), base_dir=base_dir, repository=test_images
+        )
+        noop = time.monotonic() - started
+    finally:
+        os.environ["PATH"] = path
+    print(f"docker target no-op: {noop:.2f}s")
+    assert not calls.exists(), calls.read_text()
+    assert [b.rebuilt for b in again] == [False] and again[0].image_id == docker.image_id
+    assert noop < 2.0
+
+
+def test_a_broken_provisioner_fails_cleanly(
+    project, fetched, base_dir, quiet, test_images, tmp_path, monkeypatch
+) -> None:
+    broken = tmp_path / "provision.sh"
+    broken.write_text("#!/bin/sh\necho 'provision: about to break'\necho 'oops' >&2\nexit 3\n")
+    monkeypatch.setattr(images, "PROVISION", broken)
+    before = set(_docker("ps", "-aq").split())
+    with pytest.raises(packer.PackerError) as exc:
+        images.build(
+            _config(project), project.build, quiet, ("docker",), base_dir=base_dir,
+            repository=test_images,
+        )  # fmt: skip
+    message = str(exc.value)
+    assert "provision: about to break" in message and "oops" in message
+    assert "exit status: 3" in message
+    assert exc.value.exit_code != 0
+    # nothing left: no image, no record, no scratch dir, no container
+    assert not _docker("images", "-q", test_images).strip()
+    assert not (project.build / "images" / "docker.json").exists()
+    assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".docker.")]
+    assert set(_docker("ps", "-aq").split()) <= before
+
+
+def test_missing_packer_names_the_apt_package(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(packer.PackerError, match=r"apt-get install -y packer"):
+        packer.executable()
+
+
+def test_base_mirror_comes_from_the_hosts_apt_sources(tmp_path: Path) -> None:
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n\nTypes: deb\nURIs: http://security.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n"
+    )
+    assert base.debian_mirror({}, apt) == "http://mirror.example/debian"
+    assert base.debian_mirror({"FLANNELNODE_DEBIAN_MIRROR": "http://x/d/"}, apt) == "http://x/d"
+    assert base.debian_mirror({}, tmp_path / "none") == base.DEFAULT_MIRROR
+
+
+# -- the qemu target (TCG here): a qcow2 that boots to a login prompt
+
+
+def _boot_to_login(qcow2: Path, work: Path, timeout: float) -> float:
+    disk = work / "boot.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(qcow2), str(disk)],
+        check=True,
+    )
+    serial = work / "serial.log"
+    accel = os.environ.get("FLANNELNODE_QEMU_ACCEL", "tcg")
+    proc = subprocess.Popen(
+        ["qemu-system-x86_64", "-machine", f"pc,accel={accel}", "-cpu", "max", "-smp", "2",
+         "-m", "1024", "-display", "none", "-monitor", "none", "-serial", f"file:{serial}",
+         "-drive", f"file={disk},if=virtio", "-nic", "user,model=virtio-net-pci"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout:
+            if serial.exists() and b"login:" in serial.read_bytes():
+                return time.monotonic() - started
+            if proc.poll() is not None:
+                break
+            time.sleep(1)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    tail = serial.read_text(errors="replace")[-3000:] if serial.exists() else ""
+    pytest.fail(f"no login prompt within {timeout:g}s; serial console:\n{tail}")
+
+
+@pytest.mark.slow
+def test_qemu_target_boots_to_login(project, fetched, base_dir, quiet, tmp_path) -> None:
+    require("qemu-system-x86_64", "qemu-img")
+    started = time.monotonic()
+    [qemu] = images.build(_config(project), project.build, quiet, ("qemu",), base_dir=base_dir)
+    print(f"qemu target: {time.monotonic() - started:.1f}s")
+    assert qemu.path and Path(qemu.path).is_file()
+    assert qemu.path.startswith(str(project.build / "images" / "qemu"))
+    from flannelnode.cache import sha256_file
+
+    assert sha256_file(Path(qemu.path)) == qemu.sha256
+    assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".qemu.")]
+    booted = _boot_to_login(Path(qemu.path), tmp_path, timeout=240)
+    print(f"qcow2 boot to login: {booted:.1f}s")
+    shutil.rmtree(project.build / "images" / "qemu", ignore_errors=True)
