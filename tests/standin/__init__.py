@@ -37,8 +37,19 @@ def build(out: Path, arch: str = "amd64", script: Path = SCRIPT) -> Path:
             f"static const char STANDIN_SCRIPT[] = {c_string(script.read_bytes())};\n"
         )
         result = subprocess.run(
-            [gcc, "-static", "-Os", "-s", "-Wall", "-Werror", "-I", tmp, "-o", str(out),
-             str(LAUNCHER)],
+            [
+                gcc,
+                "-static",
+                "-Os",
+                "-s",
+                "-Wall",
+                "-Werror",
+                "-I",
+                tmp,
+                "-o",
+                str(out),
+                str(LAUNCHER),
+            ],
             capture_output=True,
             text=True,
             check=False,

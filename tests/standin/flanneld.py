@@ -76,7 +76,7 @@ class Transient(Exception):
 
 
 def log(message):
-    sys.stderr.write("%s: %s\n" % (PROG, message))
+    sys.stderr.write(f"{PROG}: {message}\n")
     sys.stderr.flush()
 
 
@@ -95,7 +95,7 @@ def parse_flags(argv):
     p.add_argument("--public-ip", default="")
     args, unknown = p.parse_known_args(argv)
     for flag in unknown:
-        log("warning: ignoring unsupported flag %s (this is the test stand-in)" % flag)
+        log(f"warning: ignoring unsupported flag {flag} (this is the test stand-in)")
     args.ip_masq = args.ip_masq.lower() in ("true", "1", "t", "yes")
     args.etcd_prefix = args.etcd_prefix.rstrip("/") or "/"
     return args
@@ -104,25 +104,28 @@ def parse_flags(argv):
 # --- network config: flannel's CheckNetworkConfig, IPv4 -------------------------------------------
 
 
-class Network(object):
+class Network:
     def __init__(self, raw):
         try:
             conf = json.loads(raw)
         except ValueError as exc:
-            raise Fatal("the network config in etcd is not JSON: %s" % exc, 2)
+            raise Fatal(f"the network config in etcd is not JSON: {exc}", 2)
         if not isinstance(conf, dict) or not conf.get("Network"):
             raise Fatal("the network config in etcd has no Network", 2)
         try:
             self.network = ipaddress.IPv4Network(conf["Network"], strict=False)
         except ValueError as exc:
-            raise Fatal("Network %r: %s" % (conf["Network"], exc), 2)
+            raise Fatal("Network {!r}: {}".format(conf["Network"], exc), 2)
         prefix = self.network.prefixlen
         self.subnet_len = int(conf.get("SubnetLen") or 0)
         if not self.subnet_len:
             self.subnet_len = 24 if prefix <= 22 else prefix + 2
         if self.subnet_len > 30 or self.subnet_len < prefix + 2:
-            raise Fatal("SubnetLen %d must be <= 30 and >= Network's length + 2 (%d)"
-                        % (self.subnet_len, prefix + 2), 2)
+            raise Fatal(
+                "SubnetLen %d must be <= 30 and >= Network's length + 2 (%d)"
+                % (self.subnet_len, prefix + 2),
+                2,
+            )
         size = 1 << (32 - self.subnet_len)
         base = int(self.network.network_address)
         self.subnet_min = self._bound(conf, "SubnetMin", base + size)
@@ -139,12 +142,13 @@ class Network(object):
         try:
             value = int(ipaddress.IPv4Address(conf[key]))
         except ValueError:
-            raise Fatal("%s %r is not an IPv4 address" % (key, conf[key]), 2)
+            raise Fatal(f"{key} {conf[key]!r} is not an IPv4 address", 2)
         if ipaddress.IPv4Address(value) not in self.network:
-            raise Fatal("%s %s is not inside Network %s" % (key, conf[key], self.network), 2)
+            raise Fatal(f"{key} {conf[key]} is not inside Network {self.network}", 2)
         if value % (1 << (32 - self.subnet_len)):
-            raise Fatal("%s %s is not aligned to SubnetLen %d" % (key, conf[key],
-                                                                  self.subnet_len), 2)
+            raise Fatal(
+                "%s %s is not aligned to SubnetLen %d" % (key, conf[key], self.subnet_len), 2
+            )
         return value
 
     def candidates(self):
@@ -161,7 +165,7 @@ def lease_key(prefix, subnet):
 def subnet_of_key(key):
     name = key.rsplit("/", 1)[-1]
     address, _, length = name.partition("-")
-    return ipaddress.IPv4Network("%s/%s" % (address, length))
+    return ipaddress.IPv4Network(f"{address}/{length}")
 
 
 # --- this node's interface ---------------------------------------------------------------------
@@ -185,7 +189,7 @@ def iface_mtu(name):
 
 def iface_mac(name):
     raw = _ioctl(name, SIOCGIFHWADDR)[18:24]
-    return ":".join("%02x" % b for b in bytearray(raw))
+    return ":".join(f"{b:02x}" for b in bytearray(raw))
 
 
 def default_route_iface():
@@ -208,7 +212,7 @@ def pick_iface(wanted):
                 if address:
                     return name, address
     if wanted:
-        raise Fatal("none of --iface %s has an IPv4 address" % ",".join(wanted))
+        raise Fatal("none of --iface {} has an IPv4 address".format(",".join(wanted)))
     name = default_route_iface()
     if name is None or iface_ipv4(name) is None:
         raise Fatal("no default route with an IPv4 address; pass --iface")
@@ -239,12 +243,13 @@ def tls_context(cafile, certfile, keyfile):
         if certfile:
             context.load_cert_chain(certfile, keyfile or None)
     except (OSError, ValueError, ssl.SSLError) as exc:
-        raise Fatal("cannot load the etcd TLS files (ca %s, cert %s, key %s): %s"
-                    % (cafile, certfile, keyfile, exc))
+        raise Fatal(
+            f"cannot load the etcd TLS files (ca {cafile}, cert {certfile}, key {keyfile}): {exc}"
+        )
     return context
 
 
-class Etcd(object):
+class Etcd:
     def __init__(self, endpoints, context, cafile):
         self.endpoints = [e.strip().rstrip("/") for e in endpoints.split(",") if e.strip()]
         if not self.endpoints:
@@ -261,7 +266,7 @@ class Etcd(object):
             try:
                 return self._once(url, path, body)
             except Transient as exc:
-                errors.append("%s: %s" % (url, exc))
+                errors.append(f"{url}: {exc}")
                 self.current = (self.current + 1) % len(self.endpoints)
         raise Transient("; ".join(errors))
 
@@ -269,20 +274,21 @@ class Etcd(object):
         parts = urlsplit(url)
         port = parts.port or 2379
         if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(parts.hostname, port, timeout=REQUEST_TIMEOUT,
-                                               context=self.context)
+            conn = http.client.HTTPSConnection(
+                parts.hostname, port, timeout=REQUEST_TIMEOUT, context=self.context
+            )
         else:
             conn = http.client.HTTPConnection(parts.hostname, port, timeout=REQUEST_TIMEOUT)
         try:
-            conn.request("POST", path, body=json.dumps(body),
-                         headers={"Content-Type": "application/json"})
+            conn.request(
+                "POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"}
+            )
             response = conn.getresponse()
             status, data = response.status, response.read()
         except ssl.SSLError as exc:
             raise Fatal(self._tls_message(url, exc))
         except ssl.CertificateError as exc:
-            raise Fatal("TLS error with etcd %s: the server certificate does not match: %s"
-                        % (url, exc))
+            raise Fatal(f"TLS error with etcd {url}: the server certificate does not match: {exc}")
         except (OSError, http.client.HTTPException) as exc:
             raise Transient(str(exc) or type(exc).__name__)
         finally:
@@ -290,17 +296,19 @@ class Etcd(object):
         if status >= 500:
             raise Transient("HTTP %d: %s" % (status, data[:200].decode("utf-8", "replace")))
         if status != 200:
-            raise Fatal("etcd %s answered HTTP %d to %s: %s"
-                        % (url, status, path, data[:300].decode("utf-8", "replace")))
+            raise Fatal(
+                "etcd %s answered HTTP %d to %s: %s"
+                % (url, status, path, data[:300].decode("utf-8", "replace"))
+            )
         return json.loads(data.decode("utf-8"))
 
     def _tls_message(self, url, exc):
         text = str(exc)
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-            return ("TLS error with etcd %s: the CA %s does not sign the server's certificate (%s)"
-                    % (url, self.cafile or "(system default)", getattr(exc, "verify_message",
-                                                                      text)))
-        return "TLS error with etcd %s: the handshake failed: %s" % (url, text)
+            return "TLS error with etcd {}: the CA {} does not sign the server's certificate ({})".format(
+                url, self.cafile or "(system default)", getattr(exc, "verify_message", text)
+            )
+        return f"TLS error with etcd {url}: the handshake failed: {text}"
 
     def get(self, key):
         """(value, mod_revision) or (None, 0)."""
@@ -316,12 +324,21 @@ class Etcd(object):
 
     def create(self, key, value):
         """Put-if-absent in one txn; True when this call created the key."""
-        reply = self.post("/v3/kv/txn", {
-            "compare": [{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
-                         "create_revision": "0"}],
-            "success": [{"request_put": {"key": _b64(key), "value": _b64(value)}}],
-            "failure": [],
-        })
+        reply = self.post(
+            "/v3/kv/txn",
+            {
+                "compare": [
+                    {
+                        "key": _b64(key),
+                        "result": "EQUAL",
+                        "target": "CREATE",
+                        "create_revision": "0",
+                    }
+                ],
+                "success": [{"request_put": {"key": _b64(key), "value": _b64(value)}}],
+                "failure": [],
+            },
+        )
         return bool(reply.get("succeeded"))
 
 
@@ -340,7 +357,7 @@ def wait_for(what, call, stop):
         except Transient as exc:
             reason = str(exc)
         if reason != last:
-            log("waiting for %s: %s (retrying every %gs)" % (what, reason, RETRY_SECONDS))
+            log(f"waiting for {what}: {reason} (retrying every {RETRY_SECONDS:g}s)")
             last = reason
         time.sleep(RETRY_SECONDS)
     raise SystemExit(0)
@@ -348,9 +365,15 @@ def wait_for(what, call, stop):
 
 def claim(etcd, prefix, network, public_ip, backend_data, stop):
     """(subnet, reused): this node's existing lease, else a new one, put-if-absent."""
-    value = json.dumps({"PublicIP": public_ip, "PublicIPv6": None,
-                        "BackendType": network.backend, "BackendData": backend_data},
-                       separators=(",", ":"))
+    value = json.dumps(
+        {
+            "PublicIP": public_ip,
+            "PublicIPv6": None,
+            "BackendType": network.backend,
+            "BackendData": backend_data,
+        },
+        separators=(",", ":"),
+    )
     for _ in range(CLAIM_ATTEMPTS):
         leases = wait_for("the lease list", lambda: etcd.list_prefix(prefix + "/subnets/"), stop)
         taken = set()
@@ -364,8 +387,11 @@ def claim(etcd, prefix, network, public_ip, backend_data, stop):
                 owner = json.loads(raw).get("PublicIP")
             except (ValueError, AttributeError):
                 owner = None
-            if owner == public_ip and subnet.network_address in network.network \
-                    and subnet.prefixlen == network.subnet_len:
+            if (
+                owner == public_ip
+                and subnet.network_address in network.network
+                and subnet.prefixlen == network.subnet_len
+            ):
                 return subnet, True
         free = [s for s in network.candidates() if s not in taken]
         if not free:
@@ -374,13 +400,13 @@ def claim(etcd, prefix, network, public_ip, backend_data, stop):
         key = lease_key(prefix, subnet)
         if wait_for("the lease txn", lambda: etcd.create(key, value), stop) is True:
             return subnet, False
-        log("%s was taken by another node meanwhile; trying another subnet" % key)
+        log(f"{key} was taken by another node meanwhile; trying another subnet")
     raise Fatal("could not claim a subnet after %d attempts" % CLAIM_ATTEMPTS)
 
 
 def write_subnet_env(path, network, subnet, mtu, ipmasq):
     lines = [
-        "FLANNEL_NETWORK=%s" % network.network,
+        f"FLANNEL_NETWORK={network.network}",
         "FLANNEL_SUBNET=%s/%d" % (subnet.network_address + 1, subnet.prefixlen),
         "FLANNEL_MTU=%d" % mtu,
         "FLANNEL_IPMASQ=%s" % ("true" if ipmasq else "false"),
@@ -423,22 +449,28 @@ def run(argv):
 
     name, address = pick_iface(args.iface)
     public_ip = args.public_ip or address
-    log("using interface %s with address %s (public ip %s)" % (name, address, public_ip))
-    etcd = Etcd(args.etcd_endpoints,
-                tls_context(args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile),
-                args.etcd_cafile)
+    log(f"using interface {name} with address {address} (public ip {public_ip})")
+    etcd = Etcd(
+        args.etcd_endpoints,
+        tls_context(args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile),
+        args.etcd_cafile,
+    )
     config_key = args.etcd_prefix + "/config"
-    raw = wait_for("the network config at %s" % config_key, lambda: etcd.get(config_key)[0], stop)
+    raw = wait_for(f"the network config at {config_key}", lambda: etcd.get(config_key)[0], stop)
     network = Network(raw)
-    backend_data = {"VNI": network.vni, "VtepMAC": iface_mac(name)} \
-        if network.backend == "vxlan" else None
+    backend_data = (
+        {"VNI": network.vni, "VtepMAC": iface_mac(name)} if network.backend == "vxlan" else None
+    )
     subnet, reused = claim(etcd, args.etcd_prefix, network, public_ip, backend_data, stop)
-    log("%s lease %s (%s)" % ("reusing" if reused else "acquired", subnet,
-                              lease_key(args.etcd_prefix, subnet)))
+    log(
+        "{} lease {} ({})".format(
+            "reusing" if reused else "acquired", subnet, lease_key(args.etcd_prefix, subnet)
+        )
+    )
     mtu = iface_mtu(name) - OVERHEAD.get(network.backend, 0)
     write_subnet_env(SUBNET_ENV, network, subnet, mtu, args.ip_masq)
     log("wrote %s: subnet %s, mtu %d, backend %s" % (SUBNET_ENV, subnet, mtu, network.backend))
-    notify("READY=1\nSTATUS=lease %s" % subnet)
+    notify(f"READY=1\nSTATUS=lease {subnet}")
     while not stop["now"]:
         signal.pause()
     return 0
@@ -448,7 +480,7 @@ def main(argv=None):
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except Fatal as exc:
-        log("error: %s" % exc)
+        log(f"error: {exc}")
         return exc.code
     except KeyboardInterrupt:
         return 0
