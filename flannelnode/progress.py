@@ -52,13 +52,24 @@ class Reporter:
                 self._bars = None
 
     def transfer(self, name: str):
-        """A callback (bytes so far, total) for one transfer."""
+        """A callback (bytes so far, total) for one transfer: a bar, or a line per quarter."""
         if self._bars is None:
-            return None
+            return None if self.quiet else self._quarters(name)
         with self._lock:
             task = self._bars.add_task(name, total=None)
 
         def update(done: int, total: int | None) -> None:
             self._bars.update(task, completed=done, total=total)
+
+        return update
+
+    def _quarters(self, name: str):
+        logged = [0]
+
+        def update(done: int, total: int | None) -> None:
+            quarter = 4 * done // total if total else 0
+            if 0 < quarter < 4 and quarter > logged[0]:
+                logged[0] = quarter
+                self.log(f"{name}: {done / 2**20:.1f} of {total / 2**20:.1f} MiB")
 
         return update

@@ -133,6 +133,7 @@ def test_connection_cut_mid_body_resumes_with_range(server, project, release):
     assert len(ranges) == 1
     resumed_at = int(ranges[0].removeprefix("bytes=").rstrip("-"))
     assert 0 < resumed_at <= len(body) // 2
+    assert "flanneld-amd64: 3.0 of 4.0 MiB" in res.err  # plain progress lines off a terminal
     assert (project.build / "fetch" / V / "amd64" / "flanneld").read_bytes() == body
 
 
