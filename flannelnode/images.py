@@ -328,10 +328,15 @@ def _build_target(
             )
         except packer.PackerError as exc:
             serial = work / "serial.log"
-            if serial.exists():
-                tail = serial.read_text(errors="replace").splitlines()[-20:]
-                exc.args = (exc.args[0] + "\n--- guest serial console ---\n" + "\n".join(tail),)
-            raise
+            if not serial.exists():
+                raise
+            kept = build_dir / "images" / f"{name}-serial.log"  # a diagnostic, not an artifact
+            shutil.copyfile(serial, kept)
+            tail = serial.read_text(errors="replace").splitlines()[-15:]
+            raise packer.PackerError(
+                f"{exc}\n--- guest serial console, last lines (all in {kept}) ---\n"
+                + "\n".join(tail)
+            ) from None
         artifact = _finish(name, t, artifacts, build_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)

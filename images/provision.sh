@@ -50,7 +50,8 @@ apt_updated=
 pkg_install() {
 	if [ "$family" = deb ]; then
 		if [ -z "$apt_updated" ]; then
-			apt-get update -q
+			# no Translation-* indexes: minutes under TCG for nothing a node needs
+			apt-get update -q -o Acquire::Languages=none
 			apt_updated=1
 		fi
 		apt-get install -y -q --no-install-recommends "$@"

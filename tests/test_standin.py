@@ -15,7 +15,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +25,14 @@ import pytest
 from flannelnode.extract import check_elf
 
 from .etcd_cluster import EtcdCluster
-from .standin_release import StandinRelease, standin_binary, standin_release  # noqa: F401
+from .standin_release import StandinRelease
 
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")  # before etcd3
-import etcd3  # noqa: E402
+with warnings.catch_warnings():  # etcd3 0.12's generated protobuf code is old
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import etcd3
 
-pytest_plugins = ["tests.conftest_etcd"]
+pytest_plugins = ["tests.conftest_etcd", "tests.standin_release"]
 
 VXLAN = {"Network": "10.7.0.0/16", "Backend": {"Type": "vxlan"}}
 LO_MTU = int(Path("/sys/class/net/lo/mtu").read_text())
@@ -87,7 +90,7 @@ class Agent:
 @pytest.fixture
 def run(
     etcd: EtcdCluster, standin_binary: Path, prefix: str, tmp_path: Path
-) -> Iterator[callable]:
+) -> Iterator[Callable[..., Agent]]:
     agents: list[Agent] = []
 
     def start(*extra: str, ca: Path | None = None, name: str = "a") -> Agent:

@@ -109,21 +109,21 @@ class Network:
         try:
             conf = json.loads(raw)
         except ValueError as exc:
-            raise Fatal(f"the network config in etcd is not JSON: {exc}", 2)
+            raise Fatal(f"the network config in etcd is not JSON: {exc}", 2) from None
         if not isinstance(conf, dict) or not conf.get("Network"):
             raise Fatal("the network config in etcd has no Network", 2)
         try:
             self.network = ipaddress.IPv4Network(conf["Network"], strict=False)
         except ValueError as exc:
-            raise Fatal("Network {!r}: {}".format(conf["Network"], exc), 2)
+            raise Fatal(f"Network {conf['Network']!r}: {exc}", 2) from None
         prefix = self.network.prefixlen
         self.subnet_len = int(conf.get("SubnetLen") or 0)
         if not self.subnet_len:
             self.subnet_len = 24 if prefix <= 22 else prefix + 2
         if self.subnet_len > 30 or self.subnet_len < prefix + 2:
             raise Fatal(
-                "SubnetLen %d must be <= 30 and >= Network's length + 2 (%d)"
-                % (self.subnet_len, prefix + 2),
+                f"SubnetLen {self.subnet_len} must be <= 30 and >= Network's length + 2 "
+                f"({prefix + 2})",
                 2,
             )
         size = 1 << (32 - self.subnet_len)
@@ -142,13 +142,11 @@ class Network:
         try:
             value = int(ipaddress.IPv4Address(conf[key]))
         except ValueError:
-            raise Fatal(f"{key} {conf[key]!r} is not an IPv4 address", 2)
+            raise Fatal(f"{key} {conf[key]!r} is not an IPv4 address", 2) from None
         if ipaddress.IPv4Address(value) not in self.network:
             raise Fatal(f"{key} {conf[key]} is not inside Network {self.network}", 2)
         if value % (1 << (32 - self.subnet_len)):
-            raise Fatal(
-                "%s %s is not aligned to SubnetLen %d" % (key, conf[key], self.subnet_len), 2
-            )
+            raise Fatal(f"{key} {conf[key]} is not aligned to SubnetLen {self.subnet_len}", 2)
         return value
 
     def candidates(self):
@@ -159,7 +157,7 @@ class Network:
 
 def lease_key(prefix, subnet):
     """flannel's key: <prefix>/subnets/10.5.52.0-24."""
-    return "%s/subnets/%s-%d" % (prefix, subnet.network_address, subnet.prefixlen)
+    return f"{prefix}/subnets/{subnet.network_address}-{subnet.prefixlen}"
 
 
 def subnet_of_key(key):
@@ -245,7 +243,7 @@ def tls_context(cafile, certfile, keyfile):
     except (OSError, ValueError, ssl.SSLError) as exc:
         raise Fatal(
             f"cannot load the etcd TLS files (ca {cafile}, cert {certfile}, key {keyfile}): {exc}"
-        )
+        ) from None
     return context
 
 
@@ -286,27 +284,30 @@ class Etcd:
             response = conn.getresponse()
             status, data = response.status, response.read()
         except ssl.SSLError as exc:
-            raise Fatal(self._tls_message(url, exc))
+            raise Fatal(self._tls_message(url, exc)) from None
         except ssl.CertificateError as exc:
-            raise Fatal(f"TLS error with etcd {url}: the server certificate does not match: {exc}")
+            raise Fatal(
+                f"TLS error with etcd {url}: the server certificate does not match: {exc}"
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
-            raise Transient(str(exc) or type(exc).__name__)
+            raise Transient(str(exc) or type(exc).__name__) from None
         finally:
             conn.close()
         if status >= 500:
-            raise Transient("HTTP %d: %s" % (status, data[:200].decode("utf-8", "replace")))
+            raise Transient(f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}")
         if status != 200:
-            raise Fatal(
-                "etcd %s answered HTTP %d to %s: %s"
-                % (url, status, path, data[:300].decode("utf-8", "replace"))
-            )
+            text = data[:300].decode("utf-8", "replace")
+            raise Fatal(f"etcd {url} answered HTTP {status} to {path}: {text}")
         return json.loads(data.decode("utf-8"))
 
     def _tls_message(self, url, exc):
         text = str(exc)
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-            return "TLS error with etcd {}: the CA {} does not sign the server's certificate ({})".format(
-                url, self.cafile or "(system default)", getattr(exc, "verify_message", text)
+            ca = self.cafile or "(system default)"
+            why = getattr(exc, "verify_message", None) or text
+            return (
+                f"TLS error with etcd {url}: the CA {ca} does not sign the server's certificate "
+                f"({why})"
             )
         return f"TLS error with etcd {url}: the handshake failed: {text}"
 
@@ -395,26 +396,26 @@ def claim(etcd, prefix, network, public_ip, backend_data, stop):
                 return subnet, True
         free = [s for s in network.candidates() if s not in taken]
         if not free:
-            raise Fatal("no free subnet left in %s (%d leases)" % (network.network, len(taken)))
+            raise Fatal(f"no free subnet left in {network.network} ({len(taken)} leases)")
         subnet = random.choice(free[:100])  # flannel picks at random among the first free ones
         key = lease_key(prefix, subnet)
-        if wait_for("the lease txn", lambda: etcd.create(key, value), stop) is True:
+        if wait_for("the lease txn", lambda key=key: etcd.create(key, value), stop) is True:
             return subnet, False
         log(f"{key} was taken by another node meanwhile; trying another subnet")
-    raise Fatal("could not claim a subnet after %d attempts" % CLAIM_ATTEMPTS)
+    raise Fatal(f"could not claim a subnet after {CLAIM_ATTEMPTS} attempts")
 
 
 def write_subnet_env(path, network, subnet, mtu, ipmasq):
     lines = [
         f"FLANNEL_NETWORK={network.network}",
-        "FLANNEL_SUBNET=%s/%d" % (subnet.network_address + 1, subnet.prefixlen),
-        "FLANNEL_MTU=%d" % mtu,
-        "FLANNEL_IPMASQ=%s" % ("true" if ipmasq else "false"),
+        f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}",
+        f"FLANNEL_MTU={mtu}",
+        f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}",
     ]
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o755)
-    tmp = "%s/.%s.%d" % (directory, os.path.basename(path), os.getpid())
+    tmp = f"{directory}/.{os.path.basename(path)}.{os.getpid()}"
     with open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
         f.flush()
@@ -469,7 +470,7 @@ def run(argv):
     )
     mtu = iface_mtu(name) - OVERHEAD.get(network.backend, 0)
     write_subnet_env(SUBNET_ENV, network, subnet, mtu, args.ip_masq)
-    log("wrote %s: subnet %s, mtu %d, backend %s" % (SUBNET_ENV, subnet, mtu, network.backend))
+    log(f"wrote {SUBNET_ENV}: subnet {subnet}, mtu {mtu}, backend {network.backend}")
     notify(f"READY=1\nSTATUS=lease {subnet}")
     while not stop["now"]:
         signal.pause()

@@ -1,0 +1,90 @@
+"""The verify harness's own parts that need no node image: certificates, the key scan, the run
+profile, file delivery, input checks. The harness end to end runs in `make verify`."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from verify import pki
+from verify.containers import Profile, VerifyError, put_files
+from verify.runner import run
+from verify.test_image import PEM_KEY
+
+
+def test_server_certificate_names_the_lab_etcd(tmp_path: Path) -> None:
+    p = pki.make(tmp_path / "pki", ["10.213.7.2", "etcd"])
+    text = subprocess.run(
+        ["openssl", "x509", "-noout", "-text", "-in", str(p.server_cert)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "IP Address:10.213.7.2" in text and "DNS:etcd" in text
+    assert "TLS Web Client Authentication" in text  # etcd's gateway dials etcd with it
+
+    def verifies(ca: Path, cert: Path) -> bool:
+        cmd = ["openssl", "verify", "-CAfile", str(ca), str(cert)]
+        return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
+
+    assert verifies(p.ca, p.client_cert) and verifies(p.ca, p.server_cert)
+    assert not verifies(p.wrong_ca, p.server_cert)
+    assert oct(p.client_key.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_key_scan_finds_key_files_not_mentions(tmp_path: Path) -> None:
+    p = pki.make(tmp_path / "pki", ["127.0.0.1"])
+    assert PEM_KEY.search(p.client_key.read_bytes())
+    rsa = subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert PEM_KEY.search(b"#cloud-config\nkey: |\n" + rsa)
+    code = b'BEGIN = "-----BEGIN OPENSSH PRIVATE KEY-----"\nEND = "-----END PRIVATE KEY-----"\n'
+    assert not PEM_KEY.search(code)
+
+
+def test_run_profile() -> None:
+    default = Profile().kwargs()
+    assert default["cap_add"] == ["ALL"] and default["cap_drop"] == ["SYS_RESOURCE"]
+    assert set(default["security_opt"]) == {"seccomp=unconfined", "apparmor=unconfined"}
+    assert default["device_cgroup_rules"] == ["a *:* rwm"]
+    assert "privileged" not in default
+    privileged = Profile(privileged=True).kwargs()
+    assert privileged["privileged"] is True and "cap_add" not in privileged
+    for kwargs in (default, privileged):
+        assert set(kwargs["tmpfs"]) == {"/run", "/run/lock", "/tmp"}
+        assert kwargs["stop_signal"] == "SIGRTMIN+3"
+
+
+class _Container:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.archives: list[tuple[str, bytes]] = []
+
+    def put_archive(self, path: str, data: bytes) -> bool:
+        self.archives.append((path, data))
+        return True
+
+
+def test_put_files_creates_parents_and_keeps_modes() -> None:
+    c = _Container()
+    put_files(c, {"/var/lib/cloud/seed/nocloud/user-data": (b"#cloud-config\n", 0o600)})
+    [(path, data)] = c.archives
+    assert path == "/"
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert [n for n, m in members.items() if m.isdir()] == [
+        "var", "var/lib", "var/lib/cloud", "var/lib/cloud/seed", "var/lib/cloud/seed/nocloud"
+    ]  # fmt: skip
+    assert members["var/lib/cloud/seed/nocloud/user-data"].mode == 0o600
+
+
+def test_run_refuses_an_unstaged_payload(tmp_path: Path) -> None:
+    from flannelnode.config import Config
+
+    with pytest.raises(VerifyError, match=r"run `build\.py payload`"):
+        run("any-image", Config(), tmp_path / "build")

@@ -1,0 +1,17 @@
+"""verify: boot a built node image and check it the way an operator needs it to work.
+
+Two node containers from the image (systemd as PID 1, each with its own dockerd) and a third
+whose user-data carries a wrong CA boot together against a real etcd with TLS, first boot
+through cloud-init's NoCloud datasource with user-data from flannelnode.userdata. The checks
+(pytest-testinfra over docker exec, verify/test_*.py) then assert the node contract: payload
+files and modes, units, no key in the image, etcd seeded once, distinct leases, docker on the
+lease with flannel's MTU, restarts that keep everything, a wrong CA that fails visibly.
+
+    python -m verify --image IMAGE [--config node.toml] [--build-dir build] [--privileged]
+
+or from Python: verify.run(image, config, build_dir) -> exit code (0: all checks passed).
+"""
+
+from .runner import run
+
+__all__ = ["run"]

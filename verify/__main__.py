@@ -1,0 +1,73 @@
+"""python -m verify: the command line of the verify harness (make verify)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flannelnode import config as config_mod
+from flannelnode.errors import FlannelnodeError
+
+from .containers import client, remove_all
+from .etcd import DEFAULT_TOOLS_BASE
+from .runner import run
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m verify",
+        description="Boot node containers from a built image against a real etcd and check "
+        "them (testinfra, Docker-in-Docker). Exit 0 when every check passed.",
+    )
+    p.add_argument("--image", help="the node image under test (name or id)")
+    p.add_argument("--config", type=Path, default=Path("node.toml"), help="default ./node.toml")
+    p.add_argument("--build-dir", type=Path, default=Path("build"), help="default ./build")
+    p.add_argument("--arch", default="amd64", help="payload arch of the image (default amd64)")
+    p.add_argument(
+        "--privileged",
+        action="store_true",
+        help="run nodes with --privileged (fails where CAP_SYS_RESOURCE is not available; the "
+        "default is the capability set from LAB-NOTES)",
+    )
+    p.add_argument(
+        "--tools-base",
+        default=DEFAULT_TOOLS_BASE,
+        help=f"local Debian image for the etcd container (default {DEFAULT_TOOLS_BASE})",
+    )
+    p.add_argument("--out", type=Path, help="reports directory (default <build-dir>/verify/...)")
+    p.add_argument("--cleanup", action="store_true", help="remove what killed runs left, exit")
+    p.add_argument("pytest_args", nargs="*", help="passed to pytest after --, e.g. -- -k leases")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.cleanup:
+            for line in remove_all(client()):
+                print(f"removed {line}")
+            return 0
+        if not args.image:
+            parser().error("--image is required")
+        cfg = config_mod.load(args.config)
+        return run(
+            args.image,
+            cfg,
+            args.build_dir,
+            arch=args.arch,
+            privileged=args.privileged,
+            tools_base=args.tools_base,
+            out_dir=args.out,
+            pytest_args=tuple(args.pytest_args),
+        )
+    except FlannelnodeError as exc:
+        print(f"verify: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("verify: interrupted; everything the run created was removed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
