@@ -77,9 +77,15 @@ def qcow2_path(base_dir: Path) -> Path:
 
 
 def recipe_digest() -> str:
-    """What the bases are made of; the mirror is not part of it (any mirror serves the same)."""
+    """What the docker base is made of; not the mirror (any mirror serves the same)."""
     h = hashlib.sha256(f"suite {SUITE}\nvariant minbase\npackages {' '.join(PACKAGES)}\n".encode())
-    h.update(f"disk {DISK_MIB}\nchanges {IMPORT_CHANGES}\n".encode())
+    h.update(f"changes {IMPORT_CHANGES}\n".encode())
+    return h.hexdigest()
+
+
+def vm_recipe_digest(image_id: str) -> str:
+    """What the qcow2 is made of: the docker base plus the VM recipe files."""
+    h = hashlib.sha256(f"image {image_id}\ndisk {DISK_MIB}\n".encode())
     for name in RECIPE_FILES:
         h.update(f"{name} {sha256_file(RECIPE_DIR / name)}\n".encode())
     return h.hexdigest()
@@ -293,7 +299,7 @@ def build(
         not want_qcow2
         or (image_ok
             and qcow2.is_file()
-            and record.get("qcow2", {}).get("from_image") == image_id
+            and record.get("qcow2", {}).get("recipe") == vm_recipe_digest(image_id)
             and record.get("qcow2", {}).get("size") == qcow2.stat().st_size)
     )  # fmt: skip
     if image_ok and qcow2_ok:
@@ -334,6 +340,7 @@ def build(
                 "sha256": digest,
                 "size": qcow2.stat().st_size,
                 "from_image": image_id,
+                "recipe": vm_recipe_digest(image_id),
             }
             rebuilt.append("qemu")
         _write_record(base_dir, record)

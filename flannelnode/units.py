@@ -33,6 +33,7 @@ DOCKER_ENV_FILE = f"{RUN_DIR}/docker"
 DOCKER_ENV_KEY = "DOCKER_NETWORK_OPTIONS"
 DOCKER_DROPIN_DIR = "/usr/share/flannelnode/docker"
 DOCKER_FLAVOURS = ("docker-ce", "docker.io", "moby-engine")
+SEED_MARKER = "/var/lib/flannelnode/seeded"
 GENERATOR_PATH = "/usr/lib/systemd/system-generators/flannelnode-docker-generator"
 
 # Everything substituted into a unit or an EnvironmentFile: no whitespace (word splitting),
@@ -81,6 +82,11 @@ def flannel_options(config: Config) -> list[str]:
     return options
 
 
+def seed_env_path(config: Config) -> str:
+    """The seeder's options on a node; user-data writes it, flannel-seed-etcd.service reads it."""
+    return f"{config.install.prefix}/cfg/flannel-seed"
+
+
 def render(config: Config, units_dir: Path = UNITS_DIR) -> list[NodeFile]:
     """Every templated node file for `config`, sorted by path. Raises ConfigError on unsafe values
     and jinja2.UndefinedError when a template uses a variable this function does not provide."""
@@ -91,10 +97,14 @@ def render(config: Config, units_dir: Path = UNITS_DIR) -> list[NodeFile]:
         "run_dir": RUN_DIR,
         "docker_env_file": DOCKER_ENV_FILE,
         "docker_env_key": DOCKER_ENV_KEY,
+        "seed_env": seed_env_path(config),
+        "seed_marker": SEED_MARKER,
+        "seed_state_dir": Path(SEED_MARKER).parent.name,  # StateDirectory= is under /var/lib
     }
     env = _environment(units_dir)
     targets: list[tuple[str, str, dict[str, Any]]] = [
         (f"{UNIT_DIR}/flanneld.service", "flanneld.service.j2", {}),
+        (f"{UNIT_DIR}/flannel-seed-etcd.service", "flannel-seed-etcd.service.j2", {}),
         (f"{prefix}/cfg/flanneld", "flanneld.cfg.j2", {}),
         ("/usr/lib/tmpfiles.d/flannel.conf", "tmpfiles-flannel.conf.j2", {}),
     ]

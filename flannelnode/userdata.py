@@ -1,15 +1,15 @@
 """userdata: cloud-init #cloud-config that brings a node up on flannel at its first boot.
 
 It delivers the etcd TLS material (the only way keys reach a node: never through an image or an
-RPM), the flanneld config files from the payload, and a first-boot script that seeds the network
-config into etcd (exactly once across the fleet, see scripts/flannel-seed-etcd), then starts
-flanneld and docker, in that order. The result holds a private key: written 0600.
+RPM), the flanneld config files from the payload, and the seeder's options. With those in place
+flannel-seed-etcd.service seeds the network config into etcd (exactly once across the fleet, see
+scripts/flannel-seed-etcd) before flanneld starts, and docker follows flanneld. The result holds a
+private key: written 0600.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +22,7 @@ import yaml
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
 from .payload import node_files
+from .units import NodeFile, seed_env_path
 
 DEFAULT_SEED_DEADLINE = 300
 
@@ -47,10 +48,10 @@ def _pem(path: Path, flag: str, marker: str) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def _first_boot(config: Config, deadline: int) -> str:
+def seed_env(config: Config, deadline: int) -> str:
+    """Options for flannel-seed-etcd.service (units/), which runs the seeder before flanneld."""
     prefix, etcd = config.install.prefix, config.etcd
-    seed = [
-        f"{prefix}/bin/flannel-seed-etcd",
+    options = [
         f"--endpoints={','.join(etcd.endpoints)}",
         f"--cacert={etcd.ca_file}",
         f"--cert={etcd.cert_file}",
@@ -60,16 +61,19 @@ def _first_boot(config: Config, deadline: int) -> str:
         f"--flannel-version={config.flannel.version}",
         f"--deadline={deadline}",
     ]
-    return "\n".join(
-        [
-            "# seed flannel's network config into etcd once, then flanneld, then docker",
-            shlex.join(seed),
-            "systemctl daemon-reload",
-            "systemctl enable --now flanneld.service",
-            "systemctl enable --now docker.service",
-            "",
-        ]
+    return (
+        "# flannel-seed-etcd options for flannel-seed-etcd.service (first boot). From user-data.\n"
+        f'SEED_OPTIONS="{" ".join(options)}"\n'
     )
+
+
+# Units started at boot by the image; on a base that did not enable them this starts them now.
+# Seeding is not here: runcmd runs after multi-user.target, long after flanneld needed it.
+FIRST_BOOT = """\
+systemctl daemon-reload
+systemctl enable --now flanneld.service
+systemctl enable --now docker.service
+"""
 
 
 def render(config: Config, tls: TlsFiles, seed_deadline: int = DEFAULT_SEED_DEADLINE) -> str:
@@ -81,6 +85,7 @@ def render(config: Config, tls: TlsFiles, seed_deadline: int = DEFAULT_SEED_DEAD
     ]
     wanted = {f"{config.install.prefix}/cfg/flanneld", f"{config.install.prefix}/cfg/net-conf.json"}
     configs = [f for f in node_files(config) if f.path in wanted]
+    configs.append(NodeFile(seed_env_path(config), 0o644, seed_env(config, seed_deadline).encode()))
     files: list[dict[str, Any]] = [
         {"path": path, "owner": "root:root", "permissions": "0600", "content": text}
         for path, text in secrets
@@ -96,7 +101,7 @@ def render(config: Config, tls: TlsFiles, seed_deadline: int = DEFAULT_SEED_DEAD
     ]
     doc = {
         "write_files": files,
-        "runcmd": [["/bin/sh", "-ec", _first_boot(config, seed_deadline)]],
+        "runcmd": [["/bin/sh", "-ec", FIRST_BOOT]],
     }
     header = (
         "#cloud-config\n"

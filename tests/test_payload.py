@@ -29,6 +29,7 @@ def test_payload_tree_modes_and_manifest(project, fetched):
             "/opt/kubernetes/cfg/flanneld",
             "/opt/kubernetes/cfg/net-conf.json",
             "/usr/lib/systemd/system/flanneld.service",
+            "/usr/lib/systemd/system/flannel-seed-etcd.service",
             "/usr/lib/systemd/system-generators/flannelnode-docker-generator",
             "/usr/lib/tmpfiles.d/flannel.conf",
             "/usr/share/flannelnode/docker/docker-ce.conf",

@@ -89,6 +89,7 @@ def node_root(tmp_path: Path, cfg: config.Config, flavour: str | None = None) ->
     for node_file in units.render(cfg) + units.scripts(cfg):
         _write(root, node_file.path, node_file.content, node_file.mode)
     _stub(root, f"{cfg.install.prefix}/bin/flanneld")
+    _stub(root, "/bin/touch")
     if flavour is not None:
         _write(root, f"{units.UNIT_DIR}/docker.service", VENDOR_UNITS[flavour])
         _write(root, f"{units.UNIT_DIR}/docker.socket", "[Socket]\nListenStream=/run/docker.sock\n")
@@ -233,6 +234,7 @@ def test_every_template_is_rendered(default_config: config.Config) -> None:
     templates = {p.relative_to(units.UNITS_DIR).as_posix() for p in units.UNITS_DIR.rglob("*.j2")}
     used = {
         "flanneld.service.j2",
+        "flannel-seed-etcd.service.j2",
         "flanneld.cfg.j2",
         "tmpfiles-flannel.conf.j2",
         "docker/_dropin.conf.j2",
@@ -253,6 +255,19 @@ def test_generator_and_units_agree_on_paths() -> None:
 
 def test_flanneld_service_verifies(default_config: config.Config, tmp_path: Path) -> None:
     assert_clean(verify(node_root(tmp_path, default_config), "flanneld.service"))
+
+
+def test_seed_service_verifies_and_runs_before_flanneld(
+    default_config: config.Config, tmp_path: Path
+) -> None:
+    root = node_root(tmp_path, default_config)
+    assert_clean(verify(root, "flannel-seed-etcd.service", "flanneld.service"))
+    seed = _content(units.render(default_config), f"{units.UNIT_DIR}/flannel-seed-etcd.service")
+    assert "Before=flanneld.service\n" in seed and "After=network-online.target cloud-init" in seed
+    assert "ConditionPathExists=/opt/kubernetes/cfg/flannel-seed\n" in seed
+    assert f"ConditionPathExists=!{units.SEED_MARKER}\n" in seed
+    flanneld = _content(units.render(default_config), f"{units.UNIT_DIR}/flanneld.service")
+    assert "After=network-online.target flannel-seed-etcd.service\n" in flanneld
 
 
 def test_verify_catches_a_missing_binary(default_config: config.Config, tmp_path: Path) -> None:

@@ -69,18 +69,38 @@ def test_userdata_passes_cloud_inits_schema_and_carries_the_certs(project, certs
     for path in ("/opt/kubernetes/cfg/flanneld", "/opt/kubernetes/cfg/net-conf.json"):
         assert files[path]["content"].encode() == payload[path].content
         assert files[path]["permissions"] == "0644"
+    seed = files["/opt/kubernetes/cfg/flannel-seed"]
+    assert seed["permissions"] == "0644"
+    options = seed["content"].splitlines()[-1]
+    assert options.startswith('SEED_OPTIONS="--endpoints=https://192.168.31.61:2379,https://192')
+    for option in (
+        "--cacert=/opt/etcd/ssl/ca.pem",
+        "--key=/opt/etcd/ssl/server-key.pem",
+        "--config-file=/opt/kubernetes/cfg/net-conf.json",
+        "--flannel-version=v0.27.4",
+        "--deadline=300",
+    ):
+        assert f" {option}" in options
     shell, flags, script = doc["runcmd"][0]
     assert (shell, flags) == ("/bin/sh", "-ec")
-    lines = [line for line in script.splitlines() if line and not line.startswith("#")]
-    assert lines[0].startswith("/opt/kubernetes/bin/flannel-seed-etcd ")
-    assert "--endpoints=https://192.168.31.61:2379,https://192.168.31.62:2379," in lines[0]
-    assert "--cacert=/opt/etcd/ssl/ca.pem" in lines[0]
-    assert "--flannel-version=v0.27.4" in lines[0] and "--deadline=300" in lines[0]
-    assert lines[1:] == [
+    assert script.splitlines() == [
         "systemctl daemon-reload",
         "systemctl enable --now flanneld.service",
         "systemctl enable --now docker.service",
     ]
+
+
+def test_seed_options_parse_as_the_seeder_reads_them(project, certs):
+    """SEED_OPTIONS, split as systemd splits $VAR, is a command line the real seeder accepts."""
+    from flannelnode.seed import seeder
+
+    project.config()
+    assert _userdata(project, certs).rc == 0
+    doc = yaml.safe_load((project.build / "userdata" / "user-data").read_text())
+    content = next(f["content"] for f in doc["write_files"] if f["path"].endswith("flannel-seed"))
+    value = content.splitlines()[-1].split("=", 1)[1].strip('"')
+    args = seeder().parser().parse_args(value.split())
+    assert args.deadline == 300 and args.prefix == "/coreos.com/network"
 
 
 def test_userdata_refuses_a_certificate_given_as_key(project, certs):
