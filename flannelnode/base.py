@@ -321,7 +321,10 @@ def build(
         mirror = debian_mirror()
         if not image_ok:
             started = time.monotonic()
+            previous = image_id
             image_id = _build_image(work, recipe, mirror, log, reporter)
+            if previous and previous != image_id:  # the replaced base, now untagged
+                subprocess.run(["docker", "rmi", previous], capture_output=True, timeout=120)
             seconds["docker"] = round(time.monotonic() - started, 1)
             record = {"recipe": recipe, "mirror": mirror}
             rebuilt.append("docker")

@@ -36,6 +36,7 @@ PROVISION = IMAGES_DIR / "provision.sh"
 TARGETS = ("docker", "qemu", "amazon-ebs")
 VARIANTS = ("debian-bookworm", "rocky-9")
 REPOSITORY = "flannelnode/node"
+UPLOAD_PAYLOAD = "flannelnode-payload.tar"
 TIMEOUTS = {"docker": 1800.0, "qemu": 3600.0, "amazon-ebs": 5400.0}
 _MACHINE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
@@ -134,7 +135,11 @@ def _upload_dir(work: Path, staged: Staged, rpms: Sequence[Path]) -> Path:
     """What Packer copies into the image: the payload tarball and, for EL bases, our RPMs."""
     up = work / "upload"
     (up / "rpms").mkdir(parents=True)
-    shutil.copyfile(staged.tarball, up / staged.tarball.name)
+    # the templates point provision.sh at this fixed name, whatever payload.py calls its file
+    try:
+        os.link(staged.tarball, up / UPLOAD_PAYLOAD)
+    except OSError:
+        shutil.copyfile(staged.tarball, up / UPLOAD_PAYLOAD)
     for rpm in rpms:
         shutil.copyfile(rpm, up / "rpms" / rpm.name)
     return up
