@@ -7,13 +7,20 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-BUILD := build
+CONFIG ?= node.toml
+BUILD ?= build
+BUILDPY := $(PY) build.py --config $(CONFIG) --build-dir $(BUILD)
 STAMP := $(VENV)/.installed
+# Python's default is to cache bytecode; some CI images turn it off, which recompiles every module
+# at every step (~0.1 s each). __pycache__ is ignored by git.
+unexport PYTHONDONTWRITEBYTECODE
 
 # Debian packages the steps and the tests use for real (see shared LAB-NOTES for why each).
 APT_PACKAGES := ca-certificates git openssl gcc dash shellcheck systemd \
 	etcd-server etcd-client cloud-init cloud-image-utils \
-	rpm createrepo-c dnf gnupg rpmlint busybox-static cpio
+	rpm createrepo-c dnf gnupg rpmlint busybox-static cpio \
+	docker.io packer debootstrap qemu-system-x86 qemu-utils genisoimage e2fsprogs fdisk \
+	openssh-client
 
 # Common knobs, passed to build.py through the environment (see node.toml for all settings).
 export FLANNEL_VERSION FLANNEL_ASSET FLANNEL_ARCHES ARCH FLANNEL_MIRROR FLANNEL_TARBALL \
@@ -24,21 +31,30 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
 ifneq ($(SOURCE_DATE_EPOCH),)
 export SOURCE_DATE_EPOCH
 endif
-export RPM_RELEASE FLANNELNODE_GPG_KEY FLANNELNODE_REPO_URL
+export RPM_RELEASE FLANNELNODE_GPG_KEY FLANNELNODE_REPO_URL FLANNELNODE_QEMU_ACCEL \
+	FLANNELNODE_DEBIAN_MIRROR
 
-.PHONY: help deps apt venv fetch lock lint payload rpm repo images test bench check clean
+IMAGES ?= docker,qemu
+# etcd client TLS files on this host, for the user-data (all three, or none)
+ETCD_CA ?=
+ETCD_CERT ?=
+ETCD_KEY ?=
+
+.PHONY: help deps apt venv docker-up fetch lock lint payload rpm repo base images userdata \
+	manifest verify test test-slow bench check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 		awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: FLANNEL_VERSION= ARCH=amd64,arm64 FLANNEL_MIRROR=URL FLANNEL_TARBALL=PATH"
+	@echo "  variables: CONFIG=node.toml BUILD=build IMAGES=docker,qemu ARCH=amd64,arm64"
+	@echo "             FLANNEL_VERSION= FLANNEL_MIRROR=URL FLANNEL_TARBALL=PATH"
 
 deps: apt venv ## install Debian packages and the .venv (idempotent, fast when done)
 
 apt:
-	@missing=$$(for p in $(APT_PACKAGES); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
-	done); \
+	@missing=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(APT_PACKAGES) 2>/dev/null | \
+		awk '$$NF == "installed" {ok[$$1]=1} END {split("$(APT_PACKAGES)", want, " "); \
+		for (i in want) if (!(want[i] in ok)) printf "%s ", want[i]}'); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -54,31 +70,53 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 fetch: deps ## download and verify flannel release assets (release.lock is the trust root)
-	$(PY) build.py fetch
+	$(BUILDPY) fetch
 
 lock: deps ## pin a new release: make lock FLANNEL_VERSION=vX.Y.Z (trust on first use)
 	@[ -n "$(FLANNEL_VERSION)" ] || { echo "usage: make lock FLANNEL_VERSION=vX.Y.Z" >&2; exit 2; }
-	$(PY) build.py lock --version $(FLANNEL_VERSION)
+	$(BUILDPY) lock --version $(FLANNEL_VERSION)
 
 lint: deps ## check the network config against flannel's own rules
-	$(PY) build.py lint
+	$(BUILDPY) lint
 
 payload: fetch ## stage the node file tree, tarball and manifest per arch
-	$(PY) build.py payload
+	$(BUILDPY) payload
 
 rpm: payload ## one RPM per arch in build/rpm/ (reproducible with SOURCE_DATE_EPOCH)
-	$(PY) build.py rpm
+	$(BUILDPY) rpm
 
 repo: rpm ## sign the RPMs into a yum repo in build/repo/ (FLANNELNODE_GPG_KEY=, or UNSIGNED=1)
-	$(PY) build.py repo $(if $(UNSIGNED),--unsigned)
+	$(BUILDPY) repo $(if $(UNSIGNED),--unsigned)
 
-images: payload ## the main job: every artifact (steps land here as they are built)
+docker-up: apt
+	@images/docker-up.sh
 
-test: deps ## run the test suite (real etcd, shellcheck, systemd-analyze, local HTTP only)
+base: deps docker-up ## Debian bookworm base image and qcow2 from the Debian mirror (debootstrap)
+	$(BUILDPY) base --target $(IMAGES)
+
+# The main job, in one process so that a no-op run is fast. The repo needs a signing key and the
+# user-data the etcd TLS files: without them those two steps are skipped, loudly.
+images: deps docker-up ## the main job: fetch, payload, RPMs, repo, images, user-data, manifest
+	$(BUILDPY) all --target $(IMAGES) $(if $(UNSIGNED),--unsigned) \
+		$(if $(ETCD_CA),--etcd-ca $(ETCD_CA) --etcd-cert $(ETCD_CERT) --etcd-key $(ETCD_KEY))
+
+userdata: deps ## cloud-init user-data: make userdata ETCD_CA=ca.pem ETCD_CERT=c.pem ETCD_KEY=k.pem
+	$(BUILDPY) userdata --etcd-ca $(ETCD_CA) --etcd-cert $(ETCD_CERT) --etcd-key $(ETCD_KEY)
+
+manifest: deps ## write build/manifest.json from what the steps recorded
+	$(BUILDPY) manifest
+
+verify: deps docker-up ## boot the built docker image against a real etcd and check it (testinfra)
+	$(PY) -m verify --config $(CONFIG) --build-dir $(BUILD)
+
+test: deps docker-up ## run the test suite (real etcd, docker, packer, rpm; local HTTP only)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not slow"
 
-BENCHES ?= fetch payload rpm seed
+test-slow: deps docker-up ## the slow tests: a qcow2 built with Packer boots to login (TCG)
+	$(VENV)/bin/pytest -m slow
+
+BENCHES ?= fetch payload rpm seed images
 
 bench: deps ## print performance figures (medians over several runs); BENCHES=fetch to pick
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done

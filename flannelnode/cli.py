@@ -33,11 +33,51 @@ def _common_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors", **kw)
 
 
-def _tls_flags(p: argparse.ArgumentParser) -> None:
+def _tls_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
     """etcd client TLS files on the build host (config.etcd names their paths on the node)."""
-    p.add_argument("--etcd-ca", type=Path, required=True, metavar="PEM", help="CA certificate")
-    p.add_argument("--etcd-cert", type=Path, required=True, metavar="PEM", help="client cert")
-    p.add_argument("--etcd-key", type=Path, required=True, metavar="PEM", help="client key")
+    p.add_argument("--etcd-ca", type=Path, required=required, metavar="PEM", help="CA certificate")
+    p.add_argument("--etcd-cert", type=Path, required=required, metavar="PEM", help="client cert")
+    p.add_argument("--etcd-key", type=Path, required=required, metavar="PEM", help="client key")
+
+
+def _userdata_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", type=Path, help="default: <build-dir>/userdata/user-data")
+    p.add_argument("--seed-deadline", type=int, default=300, help="seconds the node waits for etcd")
+
+
+def _rpm_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--release", help="RPM Release (default: rpm.release in the config)")
+
+
+def _repo_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gpg-key",
+        metavar="KEY",
+        help="key id, fingerprint, user id or secret key file (FLANNELNODE_GPG_KEY)",
+    )
+    p.add_argument("--gpg-home", type=Path, metavar="DIR", help="GnuPG home (default: $GNUPGHOME)")
+    p.add_argument(
+        "--gpg-passphrase-file", type=Path, metavar="FILE", help="file holding the passphrase"
+    )
+    p.add_argument("--baseurl", metavar="URL", help="where build/repo/ is served (repo.baseurl)")
+    p.add_argument(
+        "--unsigned", action="store_true", help="publish WITHOUT signatures (printed loudly)"
+    )
+
+
+def _images_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--target", default="docker,qemu", help="comma-separated: docker,qemu,amazon-ebs (IMAGES)"
+    )
+    p.add_argument(
+        "--base",
+        dest="variant",
+        default="debian-bookworm",
+        choices=["debian-bookworm", "rocky-9"],
+        help="the base the images start from (default: the local Debian bookworm base)",
+    )
+    p.add_argument("--accelerator", choices=["tcg", "kvm"], help="qemu accelerator (default tcg)")
+    p.add_argument("--force", action="store_true", help="run Packer even when inputs are unchanged")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -83,26 +123,32 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_payload)
 
     p = steps.add_parser("rpm", parents=[common], help="build one RPM per arch from the payload")
-    p.add_argument("--release", help="RPM Release (default: rpm.release in the config)")
+    _rpm_flags(p)
     p.set_defaults(run=_rpm)
 
     p = steps.add_parser(
         "repo", parents=[common], help="sign the RPMs and publish a signed yum repository"
     )
-    p.add_argument(
-        "--gpg-key",
-        metavar="KEY",
-        help="key id, fingerprint, user id or secret key file (FLANNELNODE_GPG_KEY)",
-    )
-    p.add_argument("--gpg-home", type=Path, metavar="DIR", help="GnuPG home (default: $GNUPGHOME)")
-    p.add_argument(
-        "--gpg-passphrase-file", type=Path, metavar="FILE", help="file holding the passphrase"
-    )
-    p.add_argument("--baseurl", metavar="URL", help="where build/repo/ is served (repo.baseurl)")
-    p.add_argument(
-        "--unsigned", action="store_true", help="publish WITHOUT signatures (printed loudly)"
-    )
+    _repo_flags(p)
     p.set_defaults(run=_repo)
+
+    p = steps.add_parser(
+        "base",
+        parents=[common],
+        help="build the Debian bookworm base: docker image and qcow2 (debootstrap; root)",
+    )
+    p.add_argument("--target", default="docker,qemu", help="docker,qemu (default: both)")
+    p.add_argument("--force", action="store_true", help="rebuild even when the recipe is unchanged")
+    p.set_defaults(run=_base)
+
+    p = steps.add_parser("images", parents=[common], help="build node images with Packer")
+    _images_flags(p)
+    p.set_defaults(run=_images)
+
+    p = steps.add_parser(
+        "manifest", parents=[common], help="write build/manifest.json from every step's records"
+    )
+    p.set_defaults(run=_manifest)
 
     p = steps.add_parser(
         "seed",
@@ -125,9 +171,25 @@ def parser() -> argparse.ArgumentParser:
         help="render cloud-init user-data: TLS files, flanneld config, first-boot seeding",
     )
     _tls_flags(p)
-    p.add_argument("-o", "--output", type=Path, help="default: <build-dir>/userdata/user-data")
-    p.add_argument("--seed-deadline", type=int, default=300, help="seconds the node waits for etcd")
+    _userdata_flags(p)
     p.set_defaults(run=_userdata)
+
+    p = steps.add_parser(
+        "all",
+        parents=[common],
+        help="the whole flow in one go (make images): fetch to manifest",
+        description="fetch, payload, rpm, repo, images, userdata, manifest; each step does "
+        "nothing when its inputs are unchanged. The repo needs a signing key (or --unsigned) "
+        "and the user-data the etcd TLS files: without them those steps are skipped, loudly.",
+    )
+    _source_flags(p)
+    p.add_argument("--offline", action="store_true", help="use only the cache and --local")
+    _rpm_flags(p)
+    _repo_flags(p)
+    _images_flags(p)
+    _tls_flags(p, required=False)
+    _userdata_flags(p)
+    p.set_defaults(run=_all)
 
     p = steps.add_parser(
         "seed-iso", parents=[common], help="a NoCloud cidata ISO from the rendered user-data"
@@ -223,6 +285,45 @@ def _repo(args: argparse.Namespace, reporter: Reporter) -> int:
     return 0
 
 
+def _targets(value: str) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def _base(args: argparse.Namespace, reporter: Reporter) -> int:
+    from . import base
+
+    targets = [t for t in _targets(args.target) if t in ("docker", "qemu")]
+    built = base.build(args.build_dir / "base", reporter, targets, force=args.force)
+    print(f"{built.image}  {built.image_id}")
+    if built.qcow2:
+        print(f"{built.qcow2}  sha256:{built.qcow2_sha256}")
+    return 0
+
+
+def _images(args: argparse.Namespace, reporter: Reporter) -> int:
+    from . import images
+
+    cfg = _load(args)
+    for built in images.build(
+        cfg,
+        args.build_dir,
+        reporter,
+        _targets(args.target),
+        variant=args.variant,
+        accelerator=args.accelerator,
+        force=args.force,
+    ):
+        print(f"{built.target}  {built.image or built.path}  {built.image_id or built.sha256}")
+    return 0
+
+
+def _manifest(args: argparse.Namespace, reporter: Reporter) -> int:
+    from . import manifest
+
+    print(manifest.write(_load(args), args.build_dir))
+    return 0
+
+
 def _seed(args: argparse.Namespace, reporter: Reporter) -> int:
     from . import netconf, seed
 
@@ -264,6 +365,27 @@ def _seed_iso(args: argparse.Namespace, reporter: Reporter) -> int:
     out = args.output or args.build_dir / "userdata" / "seed.iso"
     print(userdata.seed_iso(source, out, args.instance_id))
     return 0
+
+
+def _all(args: argparse.Namespace, reporter: Reporter) -> int:
+    _fetch(args, reporter)
+    _payload(args, reporter)
+    _rpm(args, reporter)
+    if args.gpg_key or args.unsigned or _load(args).repo.gpg_key:
+        _repo(args, reporter)
+    else:
+        reporter.alarm(
+            "repo: SKIPPED: no signing key (--gpg-key, FLANNELNODE_GPG_KEY, or --unsigned)"
+        )
+    _images(args, reporter)
+    tls = (args.etcd_ca, args.etcd_cert, args.etcd_key)
+    if all(tls):
+        _userdata(args, reporter)
+    elif any(tls):
+        raise _usage("user-data needs all three of --etcd-ca, --etcd-cert and --etcd-key")
+    else:
+        reporter.alarm("userdata: SKIPPED: no etcd TLS files (--etcd-ca/--etcd-cert/--etcd-key)")
+    return _manifest(args, reporter)
 
 
 def _show_config(args: argparse.Namespace, reporter: Reporter) -> int:

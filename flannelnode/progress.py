@@ -24,6 +24,10 @@ class Reporter:
         else:
             print(msg, file=sys.stderr, flush=True)
 
+    def alarm(self, msg: str) -> None:
+        """A message that must be seen even with -q (a skipped or weakened step)."""
+        print(f"*** {msg}", file=sys.stderr, flush=True)
+
     @contextmanager
     def bars(self) -> Iterator[None]:
         """Inside this block, transfers draw a bar each (on a terminal)."""

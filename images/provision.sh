@@ -95,6 +95,12 @@ if ! command -v cloud-init >/dev/null 2>&1; then
 	say "installing cloud-init"
 	pkg_install cloud-init
 fi
+# cloud-init's locale module runs locale-gen and update-locale at first boot; without them it
+# fails and `cloud-init status` reports an error on every node
+if [ "$family" = deb ] && ! command -v locale-gen >/dev/null 2>&1; then
+	say "installing locales (for cloud-init's locale module)"
+	pkg_install locales
+fi
 
 # -- 3. enable the services (works without a running systemd: it only places symlinks)
 systemctl enable flanneld.service docker.service

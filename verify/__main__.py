@@ -41,6 +41,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _built_image(build_dir: Path) -> str | None:
+    """The docker-target image `build.py images` recorded last."""
+    import json
+
+    try:
+        return json.loads((build_dir / "images" / "docker.json").read_text()).get("image")
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -48,11 +58,15 @@ def main(argv: list[str] | None = None) -> int:
             for line in remove_all(client()):
                 print(f"removed {line}")
             return 0
-        if not args.image:
-            parser().error("--image is required")
+        image = args.image or _built_image(args.build_dir)
+        if not image:
+            parser().error(
+                f"--image is required: no {args.build_dir}/images/docker.json from "
+                "`build.py images --target docker` names one"
+            )
         cfg = config_mod.load(args.config)
         return run(
-            args.image,
+            image,
             cfg,
             args.build_dir,
             arch=args.arch,

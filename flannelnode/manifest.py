@@ -1,0 +1,103 @@
+"""build/manifest.json: what `make images` made, from what, with which tools.
+
+Every step records its own inputs and outputs beside its artifacts (fetch's release.json, the
+payload's manifest.json, rpm.json, the images' <target>.json, the base's record); this module only
+gathers them, so it can run after any subset of steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .cache import sha256_file
+from .config import Config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ("images/*.pkr.hcl", "images/provision.sh", "images/variants/*/*.pkrvars.hcl")
+TOOLS = {
+    "packer": ["packer", "version"],
+    "rpmbuild": ["rpmbuild", "--version"],
+    "docker": ["docker", "version", "--format", "{{.Server.Version}}"],
+    "qemu": ["qemu-system-x86_64", "--version"],
+    "createrepo_c": ["createrepo_c", "--version"],
+}
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _tool_version(argv: list[str]) -> str | None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = proc.stdout.strip().splitlines()
+    return lines[0] if proc.returncode == 0 and lines else None
+
+
+def gather(config: Config, build_dir: Path) -> dict[str, Any]:
+    version = config.flannel.version
+    arches: dict[str, Any] = {}
+    for arch in config.flannel.arches:
+        fetched = _json(build_dir / "fetch" / version / arch / "release.json") or {}
+        payload = _json(build_dir / "payload" / arch / "manifest.json") or {}
+        arches[arch] = {
+            "asset": fetched.get("asset"),
+            "asset_sha256": fetched.get("sha256"),
+            "source": fetched.get("source"),
+            "flanneld_sha256": fetched.get("flanneld_sha256"),
+            "payload_digest": payload.get("input_digest"),
+        }
+    rpm_dir = build_dir / "rpm"
+    rpms = {p.name: sha256_file(p) for p in sorted(rpm_dir.glob("*.rpm"))}
+    repo = build_dir / "repo" / "repodata" / "repomd.xml"
+    images = {
+        p.stem: _json(p)
+        for p in sorted((build_dir / "images").glob("*.json"))
+        if not p.name.startswith(".")
+    }
+    templates = {
+        str(p.relative_to(REPO_ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for pattern in TEMPLATES
+        for p in sorted(REPO_ROOT.glob(pattern))
+    }
+    return {
+        "flannel_version": version,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "arches": arches,
+        "rpms": rpms,
+        "repo": {
+            "repomd_sha256": sha256_file(repo) if repo.exists() else None,
+            "signed": (repo.parent / "repomd.xml.asc").exists(),
+        },
+        "base": {p.stem: _json(p) for p in sorted((build_dir / "base").glob("*.json"))},
+        "images": images,
+        "templates": templates,
+        "tools": {
+            "python": platform.python_version(),
+            **{name: _tool_version(argv) for name, argv in TOOLS.items()},
+        },
+    }
+
+
+def write(config: Config, build_dir: Path) -> Path:
+    out = build_dir / "manifest.json"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=build_dir, prefix=".manifest.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(gather(config, build_dir), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, out)
+    return out
