@@ -95,11 +95,14 @@ if ! command -v cloud-init >/dev/null 2>&1; then
 	say "installing cloud-init"
 	pkg_install cloud-init
 fi
-# cloud-init's locale module runs locale-gen and update-locale at first boot; without them it
-# fails and `cloud-init status` reports an error on every node
-if [ "$family" = deb ] && ! command -v locale-gen >/dev/null 2>&1; then
-	say "installing locales (for cloud-init's locale module)"
-	pkg_install locales
+# cloud-init's locale module sets LANG=en_US.UTF-8 at first boot with update-locale, which fails
+# (and `cloud-init status` reports an error on every node) unless that locale exists. Debian's
+# locale-gen ignores its arguments, so the locale is generated here, once, from /etc/locale.gen.
+if [ "$family" = deb ]; then
+	command -v locale-gen >/dev/null 2>&1 || pkg_install locales
+	sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' /etc/locale.gen
+	grep -q '^en_US.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' >>/etc/locale.gen
+	locale-gen
 fi
 
 # -- 3. enable the services (works without a running systemd: it only places symlinks)

@@ -53,8 +53,13 @@ def test_node_restart_does_not_reseed(lab: Any, node: Any, machine: Any) -> None
     assert env["FLANNEL_SUBNET"] == subnet_before
     args = dockerd_args(machine)
     assert f"--bip={subnet_before}" in args, args
-    # cloud-init knows this instance: the first-boot runcmd did not run again. (`journalctl -b`
-    # cannot tell container boots apart: they share the host's boot id.)
+    # the seed unit is once per instance: skipped on its marker, and the seeder process logged
+    # nothing. (`journalctl -b` cannot tell container boots apart: they share the host's boot id.)
+    seed = machine.service("flannel-seed-etcd")
+    assert seed.systemd_properties["ConditionResult"] == "no", "the seed unit ran again"
+    seeder_log = machine.check_output(
+        f"journalctl --since @{since} --no-pager -o cat -t flannel-seed-etcd"
+    )
+    assert seeder_log.strip() in ("", "-- No entries --"), f"the seeder ran again: {seeder_log}"
     log = machine.check_output(f"journalctl --since @{since} --no-pager -o cat")
-    assert "flannel-seed-etcd" not in log, "the seeder ran again"
     assert "Cloud-init v." in log, "no cloud-init run in the journal since the restart"
