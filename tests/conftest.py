@@ -14,6 +14,9 @@ from .release_server import ReleaseServer
 
 REPO = Path(__file__).resolve().parent.parent
 
+# fixtures: a 3-member TLS etcd cluster, and the flanneld stand-in served as a pinned release
+pytest_plugins = ["tests.conftest_etcd", "tests.standin_release"]
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:

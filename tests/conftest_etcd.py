@@ -1,8 +1,7 @@
 """pytest fixtures for a real 3-member TLS etcd cluster (see etcd_cluster.py).
 
-A test module loads them with `pytest_plugins = ["tests.conftest_etcd"]`, or tests/conftest.py
-imports them (`from .conftest_etcd import etcd, etcd_cluster  # noqa: F401`). One cluster per
-session; `etcd` also restarts members a test stopped.
+tests/conftest.py loads them (pytest_plugins). One cluster per session; `etcd` also restarts
+members a test stopped.
 """
 
 from __future__ import annotations

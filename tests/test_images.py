@@ -2,7 +2,8 @@
 
 Real Packer, Docker and QEMU. The base (debootstrap from the Debian mirror) is built once into
 build/base/ of the checkout, shared with `make base`; every other output goes to tmp dirs. The
-flanneld inside the images is the fetched test body: it is inspected, never run.
+flanneld inside the docker image is the test stand-in (tests/standin), served and pinned like a
+real release; the image is then booted by the verify harness (verify/) against a real etcd.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
+import verify
 from flannelnode import base, config, images, packer
 from flannelnode.progress import Reporter
 from flannelnode.tools import require
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_REPOSITORY = "flannelnode-test/node"
+GENERATOR = "/usr/lib/systemd/system-generators/flannelnode-docker-generator"
 VALIDATE_VARS = {
     "docker": {},
     "qemu": {"base_url": "/nonexistent/base.qcow2", "base_checksum": "sha256:" + "0" * 64},
@@ -163,7 +166,7 @@ def _offline(image: str, *cmd: str) -> str:
     return _docker("run", "--rm", "--entrypoint", cmd[0], image, *cmd[1:])
 
 
-def test_docker_target_end_to_end(project, fetched, base_dir, quiet, test_images) -> None:
+def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, test_images) -> None:
     cfg = _config(project)
     started = time.monotonic()
     built = images.build(
@@ -188,7 +191,7 @@ def test_docker_target_end_to_end(project, fetched, base_dir, quiet, test_images
         assert isinstance(member, tarfile.TarInfo)
         assert f"{member.mode & 0o7777:04o}" == entry["mode"], entry["path"]
         assert (member.uid, member.gid) == (0, 0), entry["path"]
-    assert files["opt/kubernetes/bin/flanneld#data"] == fetched["amd64"]
+    assert files["opt/kubernetes/bin/flanneld#data"] == standin_release.body
     # nothing shared between nodes
     assert files["etc/machine-id#data"] == b""
     assert not [n for n in files if n.startswith("etc/ssh/ssh_host_")]
@@ -231,7 +234,34 @@ def test_docker_target_end_to_end(project, fetched, base_dir, quiet, test_images
     print(f"docker target no-op: {noop:.2f}s")
     assert not calls.exists(), calls.read_text()
     assert [b.rebuilt for b in again] == [False] and again[0].image_id == docker.image_id
-    assert noop < 2.0
+
+    # -- the image works: two nodes boot against a real etcd, seed once, lease, docker on flannel
+    reports = project.root / "verify"
+    rc = verify.run(docker.image, cfg, project.build, out_dir=reports, log=lambda *a: None)
+    assert rc == 0, (reports / "summary.txt").read_text()
+
+    # -- and verify is no rubber stamp: without the docker drop-in generator it fails, by name
+    broken = f"{test_images}:broken-dropin"
+    container = _docker("create", "--entrypoint", "rm", docker.image, "-f", GENERATOR).strip()
+    try:
+        _docker("start", "-a", container)
+        restore = ['ENTRYPOINT ["/lib/systemd/systemd"]', "CMD []"]
+        _docker("commit", *(f"--change={c}" for c in restore), container, broken)
+    finally:
+        _docker("rm", "-f", container)
+    reports = project.root / "verify-broken"
+    rc = verify.run(
+        broken,
+        cfg,
+        project.build,
+        out_dir=reports,
+        log=lambda *a: None,
+        pytest_args=("-k", "dockerd_runs_with_the_lease or payload_files"),
+    )
+    summary = (reports / "summary.txt").read_text()
+    assert rc != 0, summary
+    assert "FAIL  test_dockerd_runs_with_the_lease_and_mtu" in summary
+    assert "FAIL  test_payload_files_modes_owners" in summary
 
 
 def test_a_broken_provisioner_fails_cleanly(

@@ -34,7 +34,6 @@ with warnings.catch_warnings():  # etcd3 0.12's generated protobuf code is old
     warnings.simplefilter("ignore", DeprecationWarning)
     import etcd3
 
-pytest_plugins = ["tests.conftest_etcd"]
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "flannel-seed-etcd"
 NET_A = {"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}

@@ -32,7 +32,6 @@ with warnings.catch_warnings():  # etcd3 0.12's generated protobuf code is old
     warnings.simplefilter("ignore", DeprecationWarning)
     import etcd3
 
-pytest_plugins = ["tests.conftest_etcd", "tests.standin_release"]
 
 VXLAN = {"Network": "10.7.0.0/16", "Backend": {"Type": "vxlan"}}
 LO_MTU = int(Path("/sys/class/net/lo/mtu").read_text())
