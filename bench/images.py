@@ -1,0 +1,95 @@
+"""Images benchmark (issues 6 and 7), on a throwaway project whose release is the flanneld stand-in.
+
+Prints: no-op `make images` (median of 5; target < 2 s), the docker target from a cached base
+and cached release (median of 3 forced Packer builds; target < 60 s), node boot to docker running
+with flannel's options (bench/verify.py, median over several first boots; aim < 10 s), and with
+--qemu the qcow2 from a cached base (one build; aim < 3 min under TCG).
+Run: .venv/bin/python bench/images.py [--qemu]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from flannelnode import lock  # noqa: E402
+from flannelnode.cache import sha256_file  # noqa: E402
+from tests import standin  # noqa: E402
+
+
+def timed(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, env=env, cwd=REPO, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    qemu = "--qemu" in sys.argv[1:]
+    work = Path(tempfile.mkdtemp(prefix="flannelnode-bench-images-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLANNEL")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as under make
+    try:
+        asset = standin.build(work / "rel" / "v0.27.4" / "flanneld-amd64")
+        lock.write(work / "release.lock", {"v0.27.4": {"flanneld-amd64": sha256_file(asset)}})
+        config = work / "node.toml"
+        config.write_text(
+            '[flannel]\narches = ["amd64"]\n'
+            '[fetch]\nlock = "release.lock"\ncache_dir = "cache"\nlocal = "rel"\n'
+        )
+        make = [
+            "make",
+            "-s",
+            "images",
+            f"CONFIG={config}",
+            f"BUILD={work / 'build'}",
+            "IMAGES=docker",
+        ]
+        subprocess.run(make, check=True, env=env, cwd=REPO, capture_output=True)
+        noop = timed(make, env, 5)
+        print(f"no-op make images (median of 5): {statistics.median(noop):.2f} s (target < 2 s)")
+        force = [
+            sys.executable,
+            "build.py",
+            "-q",
+            "--config",
+            str(config),
+            "--build-dir",
+            str(work / "build"),
+            "images",
+            "--target",
+            "docker",
+            "--force",
+        ]
+        docker = timed(force, env, 3)
+        print(
+            f"docker target from cached base and release (median of 3): "
+            f"{statistics.median(docker):.1f} s (target < 60 s)"
+        )
+        image = "flannelnode/node:v0.27.4-amd64"
+        subprocess.run(
+            [sys.executable, "bench/verify.py", image, str(config), "5"],
+            check=True,
+            env=env,
+            cwd=REPO,
+        )
+        if qemu:
+            qcow2 = timed([*force[:-3], "--target", "qemu", "--force"], env, 1)
+            print(f"qcow2 from cached base (TCG, one build): {qcow2[0]:.0f} s (aim < 180 s)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
