@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import lock
+from .atomic import staged_dir
 from .cache import Cache, sha256_file
 from .config import Config
 from .download import download, session
@@ -189,9 +189,7 @@ def _publish(fetcher: Fetcher, asset: Asset, digest: str, out: Path) -> Fetched:
         fetcher.reporter.log(f"{asset.name}: up to date in {out}")
         return record
     cached, source = fetcher.obtain(asset, digest)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{asset.arch}.", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         flanneld = unpack(cached, asset.kind, asset.arch, tmp, f"{source} ({asset.name})")
         record = Fetched(
             version=asset.version,
@@ -203,13 +201,6 @@ def _publish(fetcher: Fetcher, asset: Asset, digest: str, out: Path) -> Fetched:
             flanneld_sha256=digest if asset.kind == "binary" else sha256_file(flanneld),
         )
         (tmp / RECORD).write_text(json.dumps(asdict(record), indent=2) + "\n")
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     fetcher.reporter.log(f"{asset.name}: verified sha256 {digest[:16]}... from {source}")
     return record
 

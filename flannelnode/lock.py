@@ -10,12 +10,11 @@ It is written by `build.py lock` only, sorted, so that a diff in review shows ex
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import tomllib
 from pathlib import Path
 
+from . import atomic
 from .errors import ConfigError, IntegrityError
 
 HEADER = """\
@@ -62,14 +61,7 @@ def render(pins: Pins) -> str:
 
 
 def write(path: Path, pins: Pins) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".release.lock.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(render(pins))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic.write_text(path, render(pins))
 
 
 def add(pins: Pins, version: str, asset: str, digest: str, lock_path: Path) -> bool:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from . import atomic
 from .cache import sha256_file
 from .config import Config
 
@@ -93,11 +92,5 @@ def gather(config: Config, build_dir: Path) -> dict[str, Any]:
 
 
 def write(config: Config, build_dir: Path) -> Path:
-    out = build_dir / "manifest.json"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=build_dir, prefix=".manifest.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(gather(config, build_dir), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, out)
-    return out
+    text = json.dumps(gather(config, build_dir), indent=2) + "\n"
+    return atomic.write_text(build_dir / "manifest.json", text)

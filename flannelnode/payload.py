@@ -15,13 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import netconf, units
+from .atomic import staged_dir
 from .config import Config
 from .errors import FlannelnodeError, IntegrityError
 from .fetch import RECORD, Fetched, fetch_dir
@@ -110,9 +109,7 @@ def stage_arch(config: Config, build_dir: Path, arch: str, reporter: Reporter) -
     except (OSError, ValueError, KeyError):
         pass
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{arch}.", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         root = tmp / "root"
         entries = []
         flanneld = NodeFile(f"{prefix}/bin/flanneld", 0o755, b"")
@@ -151,13 +148,6 @@ def stage_arch(config: Config, build_dir: Path, arch: str, reporter: Reporter) -
             "files": entries,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     reporter.log(f"payload {arch}: staged {len(entries)} files in {out}")
     return Staged(arch, out / "root", out / TARBALL, out / MANIFEST, digest, True)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from . import atomic
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
 from .payload import node_files
@@ -124,17 +125,7 @@ _Dumper.add_representer(str, _str)
 
 
 def write(text: str, out: Path) -> Path:
-    """Atomically, mode 0600 from the first byte (it holds a private key)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic.write_text(out, text, mode=0o600)  # it holds a private key
 
 
 def seed_iso(user_data: Path, out: Path, instance_id: str) -> Path:
