@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from verify.pki import OpenSSL
+
 INSTALL_HINT = "apt-get install -y etcd-server etcd-client openssl"
 HOST = "127.0.0.1"
 PR_SET_PDEATHSIG = 1
@@ -64,81 +66,12 @@ class Certs:
     expired_key: Path
 
 
-class _OpenSSL:
+class _OpenSSL(OpenSSL):
+    """verify/pki.py's certificate maker, plus an expired client certificate."""
+
     def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.bin = require_tool("openssl")
-
-    def run(self, *args: str) -> None:
-        result = subprocess.run(
-            [self.bin, *args],
-            cwd=self.dir,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"openssl {' '.join(args)} failed:\n{result.stdout}")
-
-    def key(self, name: str) -> Path:
-        self.run(
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            f"{name}-key.pem",
-        )
-        return self.dir / f"{name}-key.pem"
-
-    def ca(self, name: str) -> Path:
-        self.key(name)
-        self.run(
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            f"{name}-key.pem",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={name}",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        )
-        return self.dir / f"{name}.pem"
-
-    def leaf(self, name: str, ca: str, extensions: str) -> tuple[Path, Path]:
-        self.key(name)
-        (self.dir / f"{name}.ext").write_text(extensions)
-        self.run(
-            "req", "-new", "-key", f"{name}-key.pem", "-out", f"{name}.csr", "-subj", f"/CN={name}"
-        )
-        self.run(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            f"{ca}.pem",
-            "-CAkey",
-            f"{ca}-key.pem",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-        )
-        return self.dir / f"{name}.pem", self.dir / f"{name}-key.pem"
+        require_tool("openssl")
+        super().__init__(directory)
 
     def expired_leaf(self, name: str, ca: str, extensions: str) -> tuple[Path, Path]:
         """`openssl x509 -req` cannot backdate; `openssl ca` can, given a minimal CA database."""

@@ -26,7 +26,7 @@ class Pki:
     wrong_ca: Path  # a CA that signs nothing etcd uses
 
 
-class _OpenSSL:
+class OpenSSL:
     def __init__(self, directory: Path) -> None:
         binary = shutil.which("openssl")
         if binary is None:
@@ -84,7 +84,7 @@ def make(directory: Path, server_hosts: list[str]) -> Pki:
     also for client auth: etcd's gRPC gateway dials etcd's own listener with it."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
-    tool = _OpenSSL(directory)
+    tool = OpenSSL(directory)
     ca = tool.ca("ca")
     wrong = tool.ca("wrong-ca")
     server = tool.leaf(
