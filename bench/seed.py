@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,19 +59,7 @@ def percentile(values: list[float], fraction: float) -> float:
 def read_back(cluster: EtcdCluster, key: str, api: str) -> str:
     if api == "v2":
         return "(v2: see the seeders' outcomes)"
-    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import etcd3
-    c = cluster.certs
-    client = etcd3.client(
-        host="127.0.0.1",
-        port=cluster.members[0].client_port,
-        ca_cert=str(c.ca),
-        cert_key=str(c.key),
-        cert_cert=str(c.cert),
-        timeout=10,
-    )
+    client = cluster.oracle()
     try:
         value, meta = client.get(key)
     finally:

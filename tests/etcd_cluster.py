@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,6 +292,27 @@ class EtcdCluster:
     def close(self) -> None:
         for index in range(len(self.members)):
             self.stop_member(index)
+
+    def oracle(self):
+        """An etcd3 gRPC client: an implementation independent of the seeder's HTTP gateway code.
+
+        etcd3 0.12 has no failover, so it talks to one running member; it needs protobuf's pure
+        Python implementation (LAB-NOTES), set before its first import.
+        """
+        os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+        with warnings.catch_warnings():  # etcd3 0.12's generated protobuf code is old
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import etcd3
+
+        member = next(m for m in self.members if m.running)
+        return etcd3.client(
+            host=HOST,
+            port=member.client_port,
+            ca_cert=str(self.certs.ca),
+            cert_key=str(self.certs.key),
+            cert_cert=str(self.certs.cert),
+            timeout=10,
+        )
 
     def __enter__(self) -> EtcdCluster:
         try:

@@ -95,17 +95,7 @@ def stats(result: subprocess.CompletedProcess[str]) -> dict:
 
 
 def oracle(cluster: EtcdCluster) -> etcd3.Etcd3Client:
-    """etcd3 talks to one member only: pick one that runs."""
-    member = next(m for m in cluster.members if m.running)
-    c = cluster.certs
-    return etcd3.client(
-        host="127.0.0.1",
-        port=member.client_port,
-        ca_cert=str(c.ca),
-        cert_key=str(c.key),
-        cert_cert=str(c.cert),
-        timeout=10,
-    )
+    return cluster.oracle()
 
 
 def v3_get(cluster: EtcdCluster, key: str) -> tuple[dict | None, object]:

@@ -44,16 +44,7 @@ def prefix(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def kv(etcd: EtcdCluster) -> Iterator[etcd3.Etcd3Client]:
-    member = next(m for m in etcd.members if m.running)
-    c = etcd.certs
-    client = etcd3.client(
-        host="127.0.0.1",
-        port=member.client_port,
-        ca_cert=str(c.ca),
-        cert_key=str(c.key),
-        cert_cert=str(c.cert),
-        timeout=10,
-    )
+    client = etcd.oracle()
     yield client
     client.close()
 
