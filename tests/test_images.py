@@ -56,11 +56,15 @@ def _docker(*args: str, timeout: float = 120) -> str:
 
 
 def _remove_test_images() -> None:
-    out = subprocess.run(
-        ["docker", "images", "-q", TEST_REPOSITORY], capture_output=True, text=True, timeout=60
+    """Newest first, by reference: an image with a child (the broken copy) cannot go first."""
+    refs = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", TEST_REPOSITORY],
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout.split()
-    if out:
-        subprocess.run(["docker", "rmi", "-f", *set(out)], capture_output=True, timeout=120)
+    for ref in refs:
+        subprocess.run(["docker", "rmi", "-f", ref], capture_output=True, timeout=120)
 
 
 @pytest.fixture
