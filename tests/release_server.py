@@ -9,6 +9,7 @@ HTTP proxy of a test that names a host that does not exist.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,7 +110,7 @@ def _handler(server: ReleaseServer) -> type[BaseHTTPRequestHandler]:
 def main() -> None:
     """Serve a directory laid out as <tag>/<asset> on 127.0.0.1, for demos and manual runs:
 
-    python -m tests.release_server DIR [PORT]
+    python -m tests.release_server DIR [PORT [SECONDS]]   (stops after SECONDS, default 3600)
     """
     import sys
     import time
@@ -122,11 +123,9 @@ def main() -> None:
         server.add(path.parent.name, path.name, path.read_bytes())
     server.start()
     print(f"serving {len(server.assets)} assets from {root} at {server.url}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    with contextlib.suppress(KeyboardInterrupt):
+        time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 3600)
+    server.stop()
 
 
 if __name__ == "__main__":
