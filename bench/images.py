@@ -41,6 +41,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLANNEL")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as under make
     try:
+        (work / "rel" / "v0.27.4").mkdir(parents=True)
         asset = standin.build(work / "rel" / "v0.27.4" / "flanneld-amd64")
         lock.write(work / "release.lock", {"v0.27.4": {"flanneld-amd64": sha256_file(asset)}})
         config = work / "node.toml"

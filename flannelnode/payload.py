@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,4 +157,9 @@ def stage(config: Config, build_dir: Path, reporter: Reporter) -> list[Staged]:
     for finding in netconf.check_config(config):
         if finding.level == "warning":
             reporter.log(str(finding))
-    return [stage_arch(config, build_dir, arch, reporter) for arch in config.flannel.arches]
+    # two at a time: hashing and copying release the GIL, and this host has two cores
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = [
+            pool.submit(stage_arch, config, build_dir, a, reporter) for a in config.flannel.arches
+        ]
+        return [job.result() for job in jobs]

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +150,14 @@ def _import_key_file(path: Path, home: Path) -> str:
 
 
 def _sign_rpms(gpg: _Gpg, rpms: list[Path]) -> None:
+    """rpmsign in two processes at once: each re-reads its packages' 40 MB payloads."""
+    halves = [rpms[0::2], rpms[1::2]]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for job in [pool.submit(_rpmsign, gpg, half) for half in halves if half]:
+            job.result()
+
+
+def _rpmsign(gpg: _Gpg, rpms: list[Path]) -> None:
     extra = " ".join(shlex.quote(arg) for arg in gpg.args())
     run(
         [
@@ -176,21 +185,26 @@ def check_signatures(rpms: list[Path], public_key: Path, work: Path) -> None:
     db = work / "rpmdb"
     db.mkdir()
     run(["rpm", "--dbpath", str(db), "--import", str(public_key)], "rpm --import")
-    for rpm in rpms:
-        proc = subprocess.run(
-            ["rpm", "--dbpath", str(db), "-Kv", str(rpm)],
-            capture_output=True,
-            text=True,
-            env=dict(os.environ, LC_ALL="C"),
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for job in [pool.submit(_check_signature, rpm, db) for rpm in rpms]:
+            job.result()
+
+
+def _check_signature(rpm: Path, db: Path) -> None:
+    proc = subprocess.run(
+        ["rpm", "--dbpath", str(db), "-Kv", str(rpm)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, LC_ALL="C"),
+    )
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    signed = [line for line in lines if "Signature, key ID" in line]
+    if proc.returncode != 0 or not signed or not all(s.endswith(": OK") for s in signed):
+        raise SigningError(
+            f"{rpm.name}: signature check failed after rpmsign (`rpm -Kv`):\n"
+            + "\n".join(lines[1:] or [proc.stderr.strip()])
+            + "\nrpmsign reported success; its gpg setup is wrong. Nothing was published."
         )
-        lines = [line.strip() for line in proc.stdout.splitlines()]
-        signed = [line for line in lines if "Signature, key ID" in line]
-        if proc.returncode != 0 or not signed or not all(s.endswith(": OK") for s in signed):
-            raise SigningError(
-                f"{rpm.name}: signature check failed after rpmsign (`rpm -Kv`):\n"
-                + "\n".join(lines[1:] or [proc.stderr.strip()])
-                + "\nrpmsign reported success; its gpg setup is wrong. Nothing was published."
-            )
 
 
 def _packages(config: Config, build_dir: Path) -> list[Path]:
