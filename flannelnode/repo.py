@@ -31,7 +31,8 @@ from .config import Config
 from .errors import ConfigError, FlannelnodeError, IntegrityError
 from .payload import MANIFEST, payload_dir
 from .progress import Reporter
-from .rpm import RECORD, RPM_DIR, RpmError, require_tool, rpm_dir, run
+from .rpm import RECORD, RPM_DIR, RpmError, rpm_dir, run
+from .tools import require
 
 KEY_FILE = "RPM-GPG-KEY-flannelnode"
 REPO_FILE = "flannelnode.repo"
@@ -281,13 +282,11 @@ def publish(
 ) -> Repo:
     """gpg_key: a key id, fingerprint or user id in gpg_home (GNUPGHOME, default gpg's own), or
     the path of an exported secret key file."""
-    require_tool("createrepo_c", "createrepo-c")
-    require_tool("rpm", "rpm")
+    require("createrepo_c", "rpm")
     if unsigned and gpg_key:
         raise ConfigError("--unsigned and a signing key exclude each other: choose one")
     if not unsigned:
-        require_tool("rpmsign", "rpm")
-        require_tool("gpg", "gnupg")
+        require("rpmsign", "gpg")
         if not gpg_key:
             raise NoKeyError(
                 "signing the repository needs a GPG key (--gpg-key KEYID, or a secret key file); "

@@ -33,6 +33,7 @@ from .config import Config
 from .errors import FlannelnodeError
 from .payload import MANIFEST, payload_dir
 from .progress import Reporter
+from .tools import require
 from .units import RUN_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,15 +88,6 @@ class Built:
 
 def rpm_dir(build_dir: Path) -> Path:
     return build_dir / "rpm"
-
-
-def require_tool(name: str, apt: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise FlannelnodeError(
-            f"{name} is not installed: apt-get install {apt} (or `make deps`, which installs it)"
-        )
-    return path
 
 
 def run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
@@ -216,7 +208,7 @@ def _read_record(path: Path) -> dict[str, Any]:
 def build(
     config: Config, build_dir: Path, reporter: Reporter, *, release: str = "1"
 ) -> list[Built]:
-    require_tool("rpmbuild", "rpm")
+    require("rpmbuild")
     if not _RELEASE.fullmatch(release):
         raise RpmError(f"release {release!r}: use letters, digits and . _ + ~ ^ (no '-')")
     epoch = os.environ.get("SOURCE_DATE_EPOCH") or None

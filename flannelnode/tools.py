@@ -1,4 +1,4 @@
-"""Host tools the image steps call, each with the Debian package that provides it."""
+"""Host tools the steps call, each with the Debian package that provides it."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ PACKAGES = {
     "mkfs.ext4": "e2fsprogs",
     "sfdisk": "fdisk",
     "ssh-keygen": "openssh-client",
+    "rpm": "rpm",
+    "rpmbuild": "rpm",
+    "rpmsign": "rpm",
+    "createrepo_c": "createrepo-c",
+    "gpg": "gnupg",
 }
 
 DOCKER_UP = Path(__file__).resolve().parent.parent / "images" / "docker-up.sh"

@@ -23,6 +23,7 @@ from . import atomic
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
 from .payload import node_files
+from .tools import require
 from .units import NodeFile, seed_env_path
 
 DEFAULT_SEED_DEADLINE = 300
@@ -130,11 +131,8 @@ def write(text: str, out: Path) -> Path:
 
 def seed_iso(user_data: Path, out: Path, instance_id: str) -> Path:
     """A NoCloud `cidata` ISO (user-data + meta-data) for qemu boots, via cloud-localds."""
-    tool = shutil.which("cloud-localds")
-    if tool is None:
-        raise FlannelnodeError(
-            "cloud-localds is missing: apt-get install -y cloud-image-utils (or run make deps)"
-        )
+    require("cloud-localds")
+    tool = "cloud-localds"
     with tempfile.TemporaryDirectory() as tmp:
         meta = Path(tmp) / "meta-data"
         meta.write_text(f"instance-id: {instance_id}\nlocal-hostname: {instance_id}\n")
