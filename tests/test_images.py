@@ -338,8 +338,12 @@ def _boot_to_login(qcow2: Path, work: Path, timeout: float) -> float:
     finally:
         proc.kill()
         proc.wait(timeout=30)
-    tail = serial.read_text(errors="replace")[-3000:] if serial.exists() else ""
-    pytest.fail(f"no login prompt within {timeout:g}s; serial console:\n{tail}")
+    tail = serial.read_text(errors="replace")[-3000:] if serial.exists() else "(no serial log)"
+    stderr = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+    pytest.fail(
+        f"no login prompt after {time.monotonic() - started:.0f}s (limit {timeout:g}s; qemu exit "
+        f"{proc.returncode}); qemu stderr:\n{stderr}\nserial console:\n{tail}"
+    )
 
 
 @pytest.mark.slow
