@@ -138,4 +138,7 @@ if [ -n "$build_user" ]; then
 	say "removing the build-time ssh key of $build_user"
 	rm -f "$home/.ssh/authorized_keys"
 fi
+# on disk before Packer powers the VM off: a slow TCG shutdown that hits Packer's timeout must not
+# leave a disk whose changes sit only in the journal (GRUB does not replay it)
+sync
 say "done"

@@ -122,7 +122,7 @@ source "qemu" "node" {
   ssh_private_key_file = var.ssh_private_key_file
   ssh_timeout          = var.timeout
   shutdown_command     = "${var.become} poweroff"
-  shutdown_timeout     = "2m"
+  shutdown_timeout     = "5m"
 
   output_directory = var.output_directory
   vm_name          = var.vm_name
