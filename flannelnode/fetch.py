@@ -148,7 +148,7 @@ class Fetcher:
                 http=self._http,
                 timeout=self.cfg.fetch.timeout,
                 retries=self.cfg.fetch.retries,
-                backoff=float(os.environ.get("FLANNELNODE_BACKOFF", "0.5")),
+                backoff=float(os.environ.get("FLANNELNODE_BACKOFF") or "0.5"),
                 progress=progress,
                 log=self.reporter.log,
             )

@@ -320,7 +320,7 @@ def _boot_to_login(qcow2: Path, work: Path, timeout: float) -> float:
         check=True,
     )
     serial = work / "serial.log"
-    accel = os.environ.get("FLANNELNODE_QEMU_ACCEL", "tcg")
+    accel = os.environ.get("FLANNELNODE_QEMU_ACCEL") or "tcg"  # make exports it empty when unset
     proc = subprocess.Popen(
         ["qemu-system-x86_64", "-machine", f"pc,accel={accel}", "-cpu", "max", "-smp", "2",
          "-m", "1024", "-display", "none", "-monitor", "none", "-serial", f"file:{serial}",
