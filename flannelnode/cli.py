@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import EXIT_BAD_INPUT, FlannelnodeError
+from .errors import EXIT_BAD_INPUT, ConfigError, FlannelnodeError
 from .progress import Reporter
 
 EPILOG = """\
@@ -231,7 +231,7 @@ def _lock(args: argparse.Namespace, reporter: Reporter) -> int:
     from .fetch import pin
 
     if not args.flannel_version:
-        raise _usage("lock needs --version TAG (the release to pin, e.g. v0.27.4)")
+        raise ConfigError("lock needs --version TAG (the release to pin, e.g. v0.27.4)")
     cfg = _load(args)
     for name, digest, new in pin(cfg, reporter):
         print(f"{'pinned ' if new else 'already'} {cfg.flannel.version}/{name}  {digest}")
@@ -361,7 +361,7 @@ def _seed_iso(args: argparse.Namespace, reporter: Reporter) -> int:
 
     source = args.user_data or args.build_dir / "userdata" / "user-data"
     if not source.is_file():
-        raise _usage(f"{source}: no user-data; run `build.py userdata` first")
+        raise ConfigError(f"{source}: no user-data; run `build.py userdata` first")
     out = args.output or args.build_dir / "userdata" / "seed.iso"
     print(userdata.seed_iso(source, out, args.instance_id))
     return 0
@@ -382,7 +382,7 @@ def _all(args: argparse.Namespace, reporter: Reporter) -> int:
     if all(tls):
         _userdata(args, reporter)
     elif any(tls):
-        raise _usage("user-data needs all three of --etcd-ca, --etcd-cert and --etcd-key")
+        raise ConfigError("user-data needs all three of --etcd-ca, --etcd-cert and --etcd-key")
     else:
         reporter.alarm("userdata: SKIPPED: no etcd TLS files (--etcd-ca/--etcd-cert/--etcd-key)")
     return _manifest(args, reporter)
@@ -391,12 +391,6 @@ def _all(args: argparse.Namespace, reporter: Reporter) -> int:
 def _show_config(args: argparse.Namespace, reporter: Reporter) -> int:
     print(json.dumps(_load(args).to_dict(), indent=2))
     return 0
-
-
-def _usage(msg: str) -> FlannelnodeError:
-    err = FlannelnodeError(msg)
-    err.exit_code = EXIT_BAD_INPUT
-    return err
 
 
 def main(argv: list[str] | None = None) -> int:

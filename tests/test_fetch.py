@@ -9,6 +9,7 @@ import tarfile
 import pytest
 
 from flannelnode import lock
+from flannelnode.errors import IntegrityError
 
 from .assets import elf, release_tarball, sha, tarball
 
@@ -190,8 +191,9 @@ def test_elf_header_accepted_for_each_arch(tmp_path, arch):
     asset.write_bytes(elf(arch))
     (tmp_path / "out").mkdir()
     unpack(asset, "binary", arch, tmp_path / "out", "test")
-    with pytest.raises(Exception, match="not"):
-        unpack(asset, "binary", "s390x" if arch != "s390x" else "amd64", tmp_path / "out", "t")
+    other = "s390x" if arch != "s390x" else "amd64"
+    with pytest.raises(IntegrityError, match=f"built for {arch} .*, not {other};"):
+        unpack(asset, "binary", other, tmp_path / "out", "t")
 
 
 def test_lock_pins_a_new_release_trust_on_first_use(server, project):
