@@ -64,6 +64,8 @@ SYSTEM_DIRS = frozenset(
         "/usr/lib/systemd/system",
         "/usr/lib/systemd/system-generators",
         "/usr/lib/tmpfiles.d",
+        "/usr/lib/modules-load.d",
+        "/usr/lib/sysctl.d",
         "/var",
         "/var/lib",
     }
@@ -116,6 +118,14 @@ def _changelog_date(epoch: str | None) -> str:
     return time.strftime("%a %b %d %Y", time.gmtime(int(epoch) if epoch else time.time()))
 
 
+def _names_in(files: list[dict[str, Any]], directory: str) -> list[str]:
+    return [
+        PurePosixPath(f["path"]).name
+        for f in files
+        if str(PurePosixPath(f["path"]).parent) == directory
+    ]
+
+
 def spec_context(manifest: dict[str, Any], release: str) -> dict[str, Any]:
     """Everything the spec says, derived from the payload manifest (but the changelog date)."""
     prefix = manifest["prefix"]
@@ -133,12 +143,11 @@ def spec_context(manifest: dict[str, Any], release: str) -> dict[str, Any]:
         "flannel_version": manifest["flannel_version"],
         "prefix": prefix,
         "run_dir": RUN_DIR,
-        # by basename: systemd-tmpfiles finds it, and honours an /etc/tmpfiles.d override
-        "tmpfiles": [
-            PurePosixPath(f["path"]).name
-            for f in files
-            if str(PurePosixPath(f["path"]).parent) == "/usr/lib/tmpfiles.d"
-        ],
+        # by basename: systemd-tmpfiles and systemd-sysctl find them, and honour an override of
+        # the same name in /etc
+        "tmpfiles": _names_in(files, "/usr/lib/tmpfiles.d"),
+        "sysctl": _names_in(files, "/usr/lib/sysctl.d"),
+        "modules_load": bool(_names_in(files, "/usr/lib/modules-load.d")),
         "dirs": _owned_dirs([f["path"] for f in files]),
         "files": files,
     }

@@ -35,6 +35,10 @@ DOCKER_DROPIN_DIR = "/usr/share/flannelnode/docker"
 DOCKER_FLAVOURS = ("docker-ce", "docker.io", "moby-engine")
 SEED_MARKER = "/var/lib/flannelnode/seeded"
 GENERATOR_PATH = "/usr/lib/systemd/system-generators/flannelnode-docker-generator"
+# kernel prerequisites of flanneld (br_netfilter since v0.26) and docker, loaded and set by the
+# node's own files at boot, never left to docker's side effects
+MODULES_LOAD = "/usr/lib/modules-load.d/flannel.conf"
+SYSCTL_CONF = "/usr/lib/sysctl.d/90-flannel.conf"
 
 # Everything substituted into a unit or an EnvironmentFile: no whitespace (word splitting),
 # no quotes, '$' or '\\' (systemd and shell expansion), no '%' (unit specifiers).
@@ -100,6 +104,8 @@ def render(config: Config, units_dir: Path = UNITS_DIR) -> list[NodeFile]:
         "seed_env": seed_env_path(config),
         "seed_marker": SEED_MARKER,
         "seed_state_dir": Path(SEED_MARKER).parent.name,  # StateDirectory= is under /var/lib
+        "modules_load": MODULES_LOAD,
+        "sysctl_name": Path(SYSCTL_CONF).name,
     }
     env = _environment(units_dir)
     targets: list[tuple[str, str, dict[str, Any]]] = [
@@ -107,6 +113,8 @@ def render(config: Config, units_dir: Path = UNITS_DIR) -> list[NodeFile]:
         (f"{UNIT_DIR}/flannel-seed-etcd.service", "flannel-seed-etcd.service.j2", {}),
         (f"{prefix}/cfg/flanneld", "flanneld.cfg.j2", {}),
         ("/usr/lib/tmpfiles.d/flannel.conf", "tmpfiles-flannel.conf.j2", {}),
+        (MODULES_LOAD, "modules-load-flannel.conf.j2", {}),
+        (SYSCTL_CONF, "sysctl-flannel.conf.j2", {}),
     ]
     targets += [
         (f"{DOCKER_DROPIN_DIR}/{flavour}.conf", f"docker/{flavour}.conf.j2", {"flavour": flavour})

@@ -32,6 +32,8 @@ def test_payload_tree_modes_and_manifest(project, fetched):
             "/usr/lib/systemd/system/flannel-seed-etcd.service",
             "/usr/lib/systemd/system-generators/flannelnode-docker-generator",
             "/usr/lib/tmpfiles.d/flannel.conf",
+            "/usr/lib/modules-load.d/flannel.conf",
+            "/usr/lib/sysctl.d/90-flannel.conf",
             "/usr/share/flannelnode/docker/docker-ce.conf",
             "/usr/share/flannelnode/docker/docker.io.conf",
             "/usr/share/flannelnode/docker/moby-engine.conf",

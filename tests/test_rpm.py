@@ -58,12 +58,13 @@ Provides: python3
 %description
 Test only: never shipped.
 %install
-mkdir -p %{buildroot}/bin %{buildroot}/usr/bin %{buildroot}/dev %{buildroot}/var/log
+mkdir -p %{buildroot}/bin %{buildroot}/usr/bin %{buildroot}/usr/lib/systemd %{buildroot}/dev
+mkdir -p %{buildroot}/var/log
 cp %{busybox} %{buildroot}/bin/sh
 ln -s ../../bin/sh %{buildroot}/usr/bin/env
-for tool in systemctl systemd-tmpfiles dockerd; do
-  printf '#!/bin/sh\\necho "%s $*" >> /var/log/stub-calls\\n' $tool > %{buildroot}/usr/bin/$tool
-  chmod 755 %{buildroot}/usr/bin/$tool
+for tool in bin/systemctl bin/systemd-tmpfiles bin/dockerd lib/systemd/systemd-sysctl; do
+  printf '#!/bin/sh\\necho "%s $*" >> /var/log/stub-calls\\n' ${tool##*/} > %{buildroot}/usr/$tool
+  chmod 755 %{buildroot}/usr/$tool
 done
 %files
 /bin/sh
@@ -71,6 +72,7 @@ done
 /usr/bin/systemctl
 /usr/bin/systemd-tmpfiles
 /usr/bin/dockerd
+/usr/lib/systemd/systemd-sysctl
 %dir /var/log
 %dev(c,1,3) %attr(666,root,root) /dev/null
 """
@@ -221,7 +223,9 @@ def test_rpm_packages_the_payload_exactly(project, built):
         assert "systemctl --no-reload preset flanneld.service" in scripts
         assert "systemd-tmpfiles --create flannel.conf" in scripts
         assert "systemctl --no-reload disable --now flanneld.service" in scripts
-        assert "systemctl try-restart flanneld.service" in scripts
+        assert "systemctl --no-block try-restart flanneld.service" in scripts
+        assert "systemctl restart systemd-modules-load.service" in scripts
+        assert "/usr/lib/systemd/systemd-sysctl 90-flannel.conf" in scripts
         for name in ("POSTIN", "PREUN", "POSTUN"):
             body = _qp(b.path, f"%{{{name}}}")
             assert body.rstrip().endswith("exit 0"), name  # never fails a transaction
@@ -516,6 +520,8 @@ def test_dnf_installs_upgrades_and_removes_from_the_signed_repo(project, built, 
         "systemctl --no-reload preset flanneld.service",
         "systemctl daemon-reload",
         "systemd-tmpfiles --create flannel.conf",
+        "systemctl restart systemd-modules-load.service",  # br_netfilter now, not at next boot
+        "systemd-sysctl 90-flannel.conf",
     ]
 
     # the operator edits the config; release 2 changes the packaged config too
@@ -536,7 +542,8 @@ def test_dnf_installs_upgrades_and_removes_from_the_signed_repo(project, built, 
     assert (
         "systemctl --no-reload preset flanneld.service" not in calls
     )  # an upgrade, not an install
-    assert "systemctl try-restart flanneld.service" in calls
+    # never waits for flanneld (it may wait for etcd), and docker is not bound to it
+    assert "systemctl --no-block try-restart flanneld.service" in calls
 
     node.dnf("remove", "flannel-node")
     assert node.rpm_q("-q", "flannel-node", check=False).returncode == 1

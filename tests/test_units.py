@@ -90,6 +90,8 @@ def node_root(tmp_path: Path, cfg: config.Config, flavour: str | None = None) ->
         _write(root, node_file.path, node_file.content, node_file.mode)
     _stub(root, f"{cfg.install.prefix}/bin/flanneld")
     _stub(root, "/bin/touch")
+    _stub(root, "/bin/sh")  # the docker drop-in's guard
+    _stub(root, "/sbin/modprobe")
     if flavour is not None:
         _write(root, f"{units.UNIT_DIR}/docker.service", VENDOR_UNITS[flavour])
         _write(root, f"{units.UNIT_DIR}/docker.socket", "[Socket]\nListenStream=/run/docker.sock\n")
@@ -237,6 +239,8 @@ def test_every_template_is_rendered(default_config: config.Config) -> None:
         "flannel-seed-etcd.service.j2",
         "flanneld.cfg.j2",
         "tmpfiles-flannel.conf.j2",
+        "modules-load-flannel.conf.j2",
+        "sysctl-flannel.conf.j2",
         "docker/_dropin.conf.j2",
     }
     used |= {f"docker/{flavour}.conf.j2" for flavour in units.DOCKER_FLAVOURS}
@@ -267,7 +271,8 @@ def test_seed_service_verifies_and_runs_before_flanneld(
     assert "ConditionPathExists=/opt/kubernetes/cfg/flannel-seed\n" in seed
     assert f"ConditionPathExists=!{units.SEED_MARKER}\n" in seed
     flanneld = _content(units.render(default_config), f"{units.UNIT_DIR}/flanneld.service")
-    assert "After=network-online.target flannel-seed-etcd.service\n" in flanneld
+    after = next(ln for ln in flanneld.splitlines() if ln.startswith("After="))
+    assert "flannel-seed-etcd.service" in after.split()
 
 
 def test_verify_catches_a_missing_binary(default_config: config.Config, tmp_path: Path) -> None:
@@ -304,7 +309,72 @@ def test_dropin_replaces_execstart(default_config: config.Config, flavour: str) 
     assert exec_lines[1].startswith(f"ExecStart={DOCKERD[flavour]} ")
     assert exec_lines[1].endswith(" $DOCKER_NETWORK_OPTIONS")
     assert "EnvironmentFile=-/run/flannel/docker" in lines
-    assert "Requires=flanneld.service" in lines and "After=flanneld.service" in lines
+    assert "Wants=flanneld.service" in lines and "After=flanneld.service" in lines
+
+
+# Every dependency through which a restart or stop of flanneld reaches docker (systemd.unit(5)).
+BINDING = ("Requires=", "Requisite=", "BindsTo=", "PartOf=", "Upholds=", "PropagatesStopTo=")
+
+
+@pytest.mark.parametrize("flavour", units.DOCKER_FLAVOURS)
+def test_docker_is_ordered_after_flanneld_but_not_bound_to_it(
+    default_config: config.Config, flavour: str
+) -> None:
+    files = units.render(default_config)
+    dropin = _content(files, f"{units.DOCKER_DROPIN_DIR}/{flavour}.conf").splitlines()
+    assert not [ln for ln in dropin if ln.startswith(BINDING)], dropin
+    flanneld = _content(files, f"{units.UNIT_DIR}/flanneld.service").splitlines()
+    assert not [
+        ln
+        for ln in flanneld
+        if ln.startswith(
+            (
+                "PropagatesReloadTo=",
+                "ReloadPropagatedFrom=",
+                "PropagatesStopTo=",
+                "StopPropagatedFrom=",
+            )
+        )
+    ]
+    # a late etcd: flanneld waits without a start timeout, so docker's start job waits with it
+    assert "TimeoutStartSec=infinity" in flanneld
+    # and docker never runs on its default bridge: without flannel's options it refuses to start
+    [guard] = [ln for ln in dropin if ln.startswith("ExecStartPre=")]
+    assert f"test -s {units.DOCKER_ENV_FILE} ||" in guard and "exit 1" in guard
+
+
+def test_docker_guard_refuses_to_start_without_flannel_options(
+    default_config: config.Config, tmp_path: Path
+) -> None:
+    """The drop-in's ExecStartPre, run through sh as systemd runs it."""
+    dropin = _content(units.render(default_config), f"{units.DOCKER_DROPIN_DIR}/docker.io.conf")
+    [guard] = [ln for ln in dropin.splitlines() if ln.startswith("ExecStartPre=")]
+    script = guard.split("-c '", 1)[1].rsplit("'", 1)[0]
+    script = script.replace(units.DOCKER_ENV_FILE, str(tmp_path / "docker"))
+    missing = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10)
+    assert missing.returncode == 1 and "flanneld is not running" in missing.stderr
+    (tmp_path / "docker").write_text("DOCKER_NETWORK_OPTIONS=--bip=10.1.2.1/24\n")
+    present = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10)
+    assert present.returncode == 0 and not present.stderr
+
+
+def test_kernel_prerequisites(default_config: config.Config) -> None:
+    files = units.render(default_config)
+    modules = _content(files, units.MODULES_LOAD).splitlines()
+    assert [m for m in modules if m and not m.startswith("#")] == ["br_netfilter", "overlay"]
+    sysctl = _content(files, units.SYSCTL_CONF).splitlines()
+    settings = dict(
+        (k.strip(), v.strip())
+        for k, v in (ln.split("=", 1) for ln in sysctl if "=" in ln and not ln.startswith("#"))
+    )
+    assert settings == {
+        "net.bridge.bridge-nf-call-iptables": "1",
+        "net.bridge.bridge-nf-call-ip6tables": "1",
+        "net.ipv4.ip_forward": "1",
+    }
+    flanneld = _content(files, f"{units.UNIT_DIR}/flanneld.service").splitlines()
+    assert "ExecStartPre=-/sbin/modprobe br_netfilter" in flanneld
+    assert "systemd-modules-load.service" in next(ln for ln in flanneld if ln.startswith("After="))
 
 
 def test_tmpfiles_entry(default_config: config.Config, tmp_path: Path) -> None:
@@ -372,5 +442,4 @@ def test_generator_unknown_flavour_blocks_docker(
     assert "cannot tell the docker flavour" in result.stderr
     dropin = (out / "docker.service.d/flannel.conf").read_text()
     assert "ExecStartPre=/bin/sh -c" in dropin and "/etc/flannelnode/docker-flavour" in dropin
-    _stub(root, "/bin/sh")
     assert_clean(verify(root, "docker.service"))
