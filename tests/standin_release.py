@@ -1,6 +1,8 @@
 """Fixtures that turn the flanneld stand-in into a flannel release, through the product's gates.
 
-`standin_binary` compiles it once per session (tests/standin); `standin_release` serves it from
+`standin_binary` compiles it once per session (tests/standin) as STANDIN_VERSION;
+`standin_build(version)` compiles (once per session and version) a stand-in of another flannel
+release, for version-dependent behaviour; `standin_release` serves the default one from
 the local release server as the bare asset `flanneld-amd64` of STANDIN_VERSION, pins its sha256
 in the test project's own release.lock (never the repository's), points the project's config at
 the server as its mirror and runs `build.py fetch`: download, sha256 check, ELF check, all real.
@@ -10,6 +12,7 @@ Load with `from tests.standin_release import standin_binary, standin_release  # 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +36,21 @@ class StandinRelease:
 
 
 @pytest.fixture(scope="session")
-def standin_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return standin.build(tmp_path_factory.mktemp("standin") / STANDIN_ASSET)
+def standin_build(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    built: dict[str, Path] = {}
+
+    def build(version: str) -> Path:
+        if version not in built:
+            out = tmp_path_factory.mktemp(f"standin-{version}") / STANDIN_ASSET
+            built[version] = standin.build(out, version=version)
+        return built[version]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def standin_binary(standin_build: Callable[[str], Path]) -> Path:
+    return standin_build(STANDIN_VERSION)
 
 
 def config_text(mirror: str, extra: str = "") -> str:

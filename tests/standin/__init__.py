@@ -1,12 +1,14 @@
 """The flanneld stand-in (tests only): build its ELF `flanneld` from flanneld.py + launcher.c.
 
-See flanneld.py for what it implements and what it does not. `build(arch, out)` compiles the
-launcher with gcc, the script embedded as a C string, so the one file the payload installs is
-a real executable for the architecture that passes fetch's ELF check.
+See flanneld.py for what it implements and what it does not. `build(out, arch, version=...)`
+compiles the launcher with gcc, the script embedded as a C string, so the one file the payload
+installs is a real executable for the architecture that passes fetch's ELF check. `version` is
+the flannel release the build stands in for (its --version, its etcd API, its checks).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -16,6 +18,20 @@ HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "flanneld.py"
 LAUNCHER = HERE / "launcher.c"
 INSTALL_HINT = "apt-get install -y gcc libc6-dev (or run make deps)"
+DEFAULT_VERSION = "v0.27.4"
+VERSION_LINE = re.compile(r'^VERSION = "[^"]*"  # standin-build: version$', re.M)
+
+
+def script_for(version: str, script: Path = SCRIPT) -> bytes:
+    """The stand-in's source with its flannel version baked in."""
+    if not re.fullmatch(r"v\d+\.\d+\.\d+", version):
+        raise ValueError(f"not a flannel release version: {version!r}")
+    text, count = VERSION_LINE.subn(
+        f'VERSION = "{version}"  # standin-build: version', script.read_text()
+    )
+    if count != 1:
+        raise RuntimeError(f"{script} has no version line to substitute")
+    return text.encode()
 
 
 def c_string(text: bytes) -> str:
@@ -24,8 +40,10 @@ def c_string(text: bytes) -> str:
     return "{\n" + ",\n".join(rows) + ", 0\n}"
 
 
-def build(out: Path, arch: str = "amd64", script: Path = SCRIPT) -> Path:
-    """Compile the stand-in's flanneld for arch (only the host's own arch: amd64 here)."""
+def build(
+    out: Path, arch: str = "amd64", script: Path = SCRIPT, version: str = DEFAULT_VERSION
+) -> Path:
+    """Compile the stand-in's flanneld of flannel `version` for arch (only the host's: amd64)."""
     if arch != "amd64":
         raise ValueError(f"the stand-in is built for amd64 only (the build host), not {arch}")
     gcc = shutil.which("gcc")
@@ -34,7 +52,7 @@ def build(out: Path, arch: str = "amd64", script: Path = SCRIPT) -> Path:
     with tempfile.TemporaryDirectory(prefix="standin-") as tmp:
         header = Path(tmp) / "script.h"
         header.write_text(
-            f"static const char STANDIN_SCRIPT[] = {c_string(script.read_bytes())};\n"
+            f"static const char STANDIN_SCRIPT[] = {c_string(script_for(version, script))};\n"
         )
         result = subprocess.run(
             [

@@ -1,172 +1,575 @@
 #!/usr/bin/env python3
-"""flanneld stand-in for tests: the part of flanneld's contract that flannelnode's artifacts use.
+"""flanneld stand-in for tests: flanneld's start-up contract, as far as node artifacts see it.
 
 flannel's release binaries cannot be downloaded on the build machines, so the tests build this
 script into an ELF `flanneld` (see launcher.c and tests/standin_release.py) and ship it through
-the same gates as a real release: served by the local release server, pinned in a test lock,
-checked for its ELF machine, staged by the payload step. It is never part of the product.
+the same gates as a real release. It is never part of the product. Each build knows the flannel
+version it stands in for (VERSION below, substituted by tests/standin.build); behaviour that
+changed between flannel releases follows that version.
 
-What it does, as flanneld (>= v0.18, etcd v3) does:
-  - takes the flags flanneld.service passes: --ip-masq, --etcd-endpoints, --etcd-cafile,
-    --etcd-certfile, --etcd-keyfile, --etcd-prefix, --iface (repeatable), --public-ip; any other
-    flag is ignored with a warning;
-  - reads <prefix>/config from etcd v3 through the gRPC-JSON gateway over TLS, trusting only
-    --etcd-cafile, and waits (retrying) while the key is absent or etcd does not answer;
-  - checks the config and derives the subnets as flannel's CheckNetworkConfig does (Network,
-    SubnetLen defaults, SubnetMin/SubnetMax defaults, alignment);
-  - reuses the lease under <prefix>/subnets/ whose PublicIP is this node's, else claims a free
-    subnet put-if-absent in one txn (create_revision == 0) under
-    <prefix>/subnets/<a.b.c.d>-<len>, value {"PublicIP", "PublicIPv6", "BackendType",
-    "BackendData"}, retrying with another subnet when a concurrent node won the race;
-  - writes /run/flannel/subnet.env atomically (FLANNEL_NETWORK, FLANNEL_SUBNET as the .1 address,
-    FLANNEL_MTU = interface MTU minus the backend's overhead, FLANNEL_IPMASQ);
-  - sends READY=1 to $NOTIFY_SOCKET, then runs until SIGTERM/SIGINT (exit 0).
+What it does, in flanneld's own order (main.go of the release it stands in for):
+  1. Flags are parsed the way Go's `flag` package parses them: `-x` and `--x`, `-x=v`, `-x v`
+     for non-boolean flags, booleans only as `-x` or `-x=<bool>`, `--` ends the flags and the
+     first non-flag argument stops parsing. The flag set is flanneld's, per release (klog's -v,
+     -vmodule, -log_backtrace_at included; --iface and --iface-regex repeatable). An unknown
+     flag, a bad value or -h/-help prints Go's message and the usage on stderr and exits 0:
+     flanneld's usage function calls os.Exit(0), so even a typo is a "clean" exit.
+  2. --version prints VERSION on stderr, exit 0 (checked before the environment is read).
+  3. FLANNELD_<FLAG> (upper case, '-' -> '_') sets each flag not given on the command line;
+     an unusable value is logged and ignored, as coreos/pkg's flagutil.SetFlagsFromEnv does.
+  4. --subnet-lease-renew-margin outside (0, 1440): exit 1.
+  5. The previous subnets are read from --subnet-file (default /run/flannel/subnet.env).
+     The etcd TLS files are loaded: a missing or unreadable file, or a key that does not match
+     its certificate, exits 1. As in flannel, >= v0.18 uses the CA only together with a client
+     certificate and key; <= v0.17 (etcd's v2 transport) loads each file that is given.
+  6. The network config is read from <prefix>/config: etcd v2 keys API for flannel <= v0.17,
+     etcd v3 (through etcd's gRPC-JSON gateway) from v0.18 on. Any failure - a refused
+     connection, a CA that does not sign the server (logged with Go's `x509: certificate signed
+     by unknown authority` and the endpoint), a rejected client certificate, a missing key, a
+     config CheckNetworkConfig refuses - is logged and retried every second, forever, without
+     READY. SIGTERM/SIGINT: exit 0.
+  7. Address family from EnableIPv4 (default true) / EnableIPv6: neither -> exit 1.
+  8. br_netfilter (flannel >= v0.26.0): exit 1 with `Failed to check br_netfilter` when
+     <proc-sys>/net/bridge/bridge-nf-call-iptables (IPv4) or ...-ip6tables (IPv6) is absent.
+     EnableNFTables skips the check only from v0.28.0 on, as in flannel (v0.26.x and v0.27.x
+     check regardless).
+  9. External interface: each --iface (name or address), then each --iface-regex (addresses,
+     then names), then --iface-can-reach, else the default route's interface (the interface
+     holding --public-ip when that is given); an interface must have a global or link-local
+     address of each enabled family (so `--iface=lo` fails, `--iface=127.0.0.1` works, as in
+     flannel). None usable: exit 1. --public-ip/--public-ipv6 override the advertised address.
+ 10. Lease, as flannel's etcd LocalManager: the lease whose PublicIP is ours is reused (and
+     rewritten with a fresh 24 h TTL); else the subnet of the previous --subnet-file when free
+     and inside the config; else a random one of the first 100 free subnets. Created
+     put-if-absent with a 24 h TTL: v3 a txn on version == 0 with a granted lease, v2 a PUT
+     with prevExist=false and ttl=86400. Keys <prefix>/subnets/10.5.52.0-24, with
+     `&<ipv6>-<len>` appended for an IPv6 lease; value {"PublicIP", "PublicIPv6",
+     "BackendType", "BackendData", "BackendV6Data"}. etcd errors while acquiring are retried.
+ 11. --subnet-file is written as WriteSubnetFile does (temp file `.<name>`, mode 0644, rename):
+     FLANNEL_NETWORK + FLANNEL_SUBNET (IPv4), FLANNEL_IPV6_NETWORK + FLANNEL_IPV6_SUBNET (IPv6),
+     FLANNEL_MTU (interface MTU minus the backend's overhead), FLANNEL_IPMASQ.
+ 12. READY=1 to $NOTIFY_SOCKET, then it runs until SIGTERM/SIGINT (exit 0), renewing the lease
+     --subnet-lease-renew-margin minutes before it expires.
+Log lines use klog's layout (`E1130 12:00:00.000000 1234 main.go:0] ...`) and flanneld's
+wording where operators look for it.
 
-Limits, on purpose:
-  - no overlay at all: no flannel.1/vxlan device, no routes, no ARP/FDB entries, no iptables
-    (--ip-masq only sets FLANNEL_IPMASQ); pods on different nodes cannot talk through it;
-  - the lease has no TTL and is never renewed or watched; other nodes' leases are not watched;
-  - IPv4 only; etcd v3 only (no v2 API, so it stands in for flannel >= v0.18 only); no
-    Kubernetes subnet manager, no --subnet-file/--subnet-lease-renew-margin and the like;
-  - a TLS failure (wrong CA, rejected client certificate) exits 1 at once with one clear line,
-    where real flanneld logs the error and keeps retrying: the unit's failure is what the
-    tests look at.
-
-Exit codes: 0 stopped by a signal; 1 TLS or etcd failure that retrying cannot fix; 2 bad flags
-or a bad network config.
-Standard library only, Python 3.6+ (it runs inside node containers).
+Divergences, and why no test depends on them:
+  - No datapath: no flannel.1/vxlan device, routes, ARP/FDB entries, iptables/nftables rules,
+    healthz server, blackhole routes; --ip-masq only sets FLANNEL_IPMASQ. Node artifacts only
+    consume subnet.env and the unit's state; no test sends pod traffic.
+  - VtepMAC in a vxlan lease is the external interface's MAC (no vxlan device to take it from);
+    nothing reads it back.
+  - Other nodes' leases are not watched and a lease deleted behind its back is not noticed;
+    the lease is only renewed on time. Tests look at one node's start-up and restart.
+  - A retried error is logged when it changes and then every 30 s with a repeat count, where
+    flanneld logs it every second (and prints "timed out" on stdout); the text is the same.
+    Errors from etcd's clients are worded after Go's (`dial tcp ...: connect: connection
+    refused`, `x509: ...`, `remote error: tls: ...`), not byte for byte; the klog header has
+    no real source line.
+  - Only the primary IPv4 address of each interface is seen (SIOCGIFADDR), IPv6 ones from
+    /proc/net/if_inet6; tests use 127.0.0.1/::1 on lo.
+  - No Kubernetes subnet manager (--kube-subnet-mgr is accepted, ignored with a warning), no
+    etcd username/password, no backends beyond their MTU overhead and lease attributes; -v,
+    -vmodule and -log_backtrace_at are checked like klog but change nothing.
+  - Test hooks (environment, never set on a node): FLANNEL_STANDIN_PROC_SYS replaces /proc/sys
+    for the br_netfilter check (a test cannot unload a kernel module); FLANNEL_STANDIN_MAX_SECONDS
+    (default 3600) is a safety cap after which a leaked stand-in logs and exits 0, where real
+    flanneld runs forever. Tests stop it long before.
+Exit codes are flanneld's: 0 usage/help/--version/signal, 1 fatal start-up error.
+Standard library only (it runs inside node containers on their python3).
 """
 
-import argparse
 import base64
+import contextlib
+import datetime
 import fcntl
 import http.client
 import ipaddress
 import json
 import os
 import random
+import re
 import signal
 import socket
 import ssl
 import struct
 import sys
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
-PROG = "flanneld"
-SUBNET_ENV = os.environ.get("FLANNEL_STANDIN_SUBNET_FILE", "/run/flannel/subnet.env")
-# bytes each backend's encapsulation costs (flannel: vxlan 50, udp 28, ipip 20, host-gw 0)
-OVERHEAD = {"vxlan": 50, "udp": 28, "ipip": 20, "host-gw": 0, "wireguard": 80, "alloc": 0}
-RETRY_SECONDS = float(os.environ.get("FLANNEL_STANDIN_RETRY", "1"))
+VERSION = "v0.27.4"  # standin-build: version
+PROC_SYS = os.environ.get("FLANNEL_STANDIN_PROC_SYS", "/proc/sys")
+MAX_SECONDS = float(os.environ.get("FLANNEL_STANDIN_MAX_SECONDS", "3600"))
+RETRY_SECONDS = 1.0  # getConfig's pace
+REPEAT_LOG_SECONDS = 30.0
 REQUEST_TIMEOUT = 5.0
-CLAIM_ATTEMPTS = 20
+RACE_RETRIES = 10
+SUBNET_TTL = 24 * 3600
+# bytes each backend's encapsulation costs (flannel: vxlan 50, udp 28, ipip 20, wireguard 80)
+OVERHEAD = {"vxlan": 50, "udp": 28, "ipip": 20, "host-gw": 0, "wireguard": 80, "alloc": 0}
+BACKENDS = set(OVERHEAD) | {"ipsec", "extension", "tencentvpc"}
 SIOCGIFADDR, SIOCGIFMTU, SIOCGIFHWADDR = 0x8915, 0x8921, 0x8927
 
 
-class Fatal(Exception):
-    """Retrying cannot fix this: log one line, exit with `code`."""
+def version_tuple(text):
+    numbers = re.findall(r"\d+", text)[:3]
+    return tuple(int(n) for n in numbers + ["0"] * (3 - len(numbers)))
 
-    def __init__(self, message, code=1):
-        Exception.__init__(self, message)
+
+V = version_tuple(VERSION)
+ETCD_V2 = V < (0, 18, 0)
+
+
+class Exit(Exception):
+    """Stop with this exit code (the message, if any, is already logged)."""
+
+    def __init__(self, code):
+        Exception.__init__(self, code)
         self.code = code
 
 
 class Transient(Exception):
-    """This endpoint or this moment failed; another endpoint or a later try may not."""
+    """This try failed; flanneld tries again."""
 
 
-def log(message):
-    sys.stderr.write(f"{PROG}: {message}\n")
+class NotFound(Exception):
+    """The key is absent."""
+
+
+# --- klog-style logging ------------------------------------------------------------------------
+
+
+def log(level, message, where="main.go"):
+    now = datetime.datetime.now()
+    stamp = now.strftime("%m%d %H:%M:%S.%f")
+    sys.stderr.write(f"{level}{stamp} {os.getpid():7d} {where}:0] {message}\n")
     sys.stderr.flush()
 
 
-# --- flags ---------------------------------------------------------------------------------------
+class Reporter:
+    """Logs a retried error when it changes, then every REPEAT_LOG_SECONDS with a count."""
+
+    def __init__(self):
+        self.last, self.since, self.repeats = None, 0.0, 0
+
+    def __call__(self, level, message, where="main.go"):
+        now = time.monotonic()
+        if message != self.last:
+            self.last, self.since, self.repeats = message, now, 0
+            log(level, message, where)
+        elif now - self.since >= REPEAT_LOG_SECONDS:
+            self.repeats += 1
+            log(level, f"{message} (still failing, every {RETRY_SECONDS:g}s)", where)
+            self.since = now
 
 
-def parse_flags(argv):
-    p = argparse.ArgumentParser(prog=PROG, add_help=False, allow_abbrev=False)
-    p.add_argument("--ip-masq", nargs="?", const="true", default="false")
-    p.add_argument("--etcd-endpoints", default="http://127.0.0.1:2379,http://127.0.0.1:4001")
-    p.add_argument("--etcd-cafile", default="")
-    p.add_argument("--etcd-certfile", default="")
-    p.add_argument("--etcd-keyfile", default="")
-    p.add_argument("--etcd-prefix", default="/coreos.com/network")
-    p.add_argument("--iface", action="append", default=[])
-    p.add_argument("--public-ip", default="")
-    args, unknown = p.parse_known_args(argv)
-    for flag in unknown:
-        log(f"warning: ignoring unsupported flag {flag} (this is the test stand-in)")
-    args.ip_masq = args.ip_masq.lower() in ("true", "1", "t", "yes")
-    args.etcd_prefix = args.etcd_prefix.rstrip("/") or "/"
-    return args
+# --- flags, as Go's flag package ---------------------------------------------------------------
 
 
-# --- network config: flannel's CheckNetworkConfig, IPv4 -------------------------------------------
+def go_bool(text):
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ValueError("parse error")
 
 
-class Network:
+def go_int(text, base=0, bits=64, raw=False):
+    """strconv.ParseInt; flag's int values report its errors as 'parse error'/'value out of range',
+    klog's Level passes strconv's own error through (raw)."""
+    s = text
+    ok = bool(s) and s.isascii() and not any(c.isspace() for c in s)
+    value = None
+    if ok:
+        try:
+            if base == 0 and re.fullmatch(r"[+-]?0[0-7_]+", s):
+                value = int(s.replace("_", ""), 8)
+            else:
+                value = int(s, base)
+        except ValueError:
+            value = None
+    if value is None:
+        raise ValueError(
+            f'strconv.ParseInt: parsing "{text}": invalid syntax' if raw else "parse error"
+        )
+    if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
+        raise ValueError(
+            f'strconv.ParseInt: parsing "{text}": value out of range'
+            if raw
+            else "value out of range"
+        )
+    return value
+
+
+def klog_vmodule(text):
+    for part in text.split(",") if text else []:
+        pattern, eq, level = part.partition("=")
+        if not eq or not pattern or "=" in level:
+            raise ValueError("syntax error: expect comma-separated list of filename=N")
+        try:
+            go_int(level, 10, 32, raw=True)
+        except ValueError:
+            raise ValueError("syntax error: expect comma-separated list of filename=N") from None
+    return text
+
+
+def klog_trace(text):
+    if not text:
+        return text
+    fields = text.split(":")
+    if len(fields) != 2 or "." not in fields[0] or not fields[1].isdigit():
+        raise ValueError("syntax error: expect file.go:234")
+    if int(fields[1]) <= 0:
+        raise ValueError("negative or zero value for level")
+    return text
+
+
+class Flag:
+    def __init__(self, name, kind, default, usage, since=(0, 0, 0)):
+        self.name, self.kind, self.default, self.usage, self.since = (
+            name,
+            kind,
+            default,
+            usage,
+            since,
+        )
+
+    def convert(self, text):
+        if self.kind == "bool":
+            return go_bool(text)
+        if self.kind == "int":
+            return go_int(text)
+        if self.kind == "level":
+            return go_int(text, 10, 32, raw=True)
+        if self.kind == "vmodule":
+            return klog_vmodule(text)
+        if self.kind == "trace":
+            return klog_trace(text)
+        return text
+
+
+FLAGS = [
+    Flag("etcd-endpoints", "string", "http://127.0.0.1:4001,http://127.0.0.1:2379",
+         "a comma-delimited list of etcd endpoints"),
+    Flag("etcd-prefix", "string", "/coreos.com/network", "etcd prefix"),
+    Flag("etcd-keyfile", "string", "", "SSL key file used to secure etcd communication"),
+    Flag("etcd-certfile", "string", "", "SSL certification file used to secure etcd communication"),
+    Flag("etcd-cafile", "string", "",
+         "SSL Certificate Authority file used to secure etcd communication"),
+    Flag("etcd-username", "string", "", "username for BasicAuth to etcd"),
+    Flag("etcd-password", "string", "", "password for BasicAuth to etcd"),
+    Flag("iface", "slice", [], "interface to use (IP or name) for inter-host communication. "
+         "Can be specified multiple times to check each option in order. Returns the first "
+         "match found."),
+    Flag("iface-regex", "slice", [], "regex expression to match the first interface to use (IP "
+         "or name) for inter-host communication. Can be specified multiple times to check each "
+         "regex in order. Returns the first match found. Regexes are checked after specific "
+         "interfaces specified by the iface option have already been checked."),
+    Flag("iface-can-reach", "string", "", "detect interface to use (IP or name) for inter-host "
+         "communication based on which will be used for provided IP. This is exactly the "
+         "interface to use of command 'ip route get <ip-address>'", (0, 18, 0)),
+    Flag("subnet-file", "string", "/run/flannel/subnet.env",
+         "filename where env variables (subnet, MTU, ... ) will be written to"),
+    Flag("public-ip", "string", "", "IP accessible by other nodes for inter-host communication"),
+    Flag("public-ipv6", "string", "",
+         "IPv6 accessible by other nodes for inter-host communication"),
+    Flag("subnet-lease-renew-margin", "int", 60,
+         "subnet lease renewal margin, in minutes, ranging from 1 to 1439"),
+    Flag("ip-masq", "bool", False,
+         "setup IP masquerade rule for traffic destined outside of overlay network"),
+    Flag("ip-masq-fully-random-disable", "bool", False, "disable fully-random mode for MASQUERADE",
+         (0, 27, 4)),
+    Flag("kube-subnet-mgr", "bool", False,
+         "contact the Kubernetes API for subnet assignment instead of etcd."),
+    Flag("kube-api-url", "string", "", "Kubernetes API server URL. Does not need to be specified "
+         "if flannel is running in a pod."),
+    Flag("kube-annotation-prefix", "string", "flannel.alpha.coreos.com",
+         'Kubernetes annotation prefix. Can contain single slash "/", otherwise it will be '
+         "appended at the end."),
+    Flag("kubeconfig-file", "string", "", "kubeconfig file location. Does not need to be "
+         "specified if flannel is running in a pod."),
+    Flag("version", "bool", False, "print version and exit"),
+    Flag("healthz-ip", "string", "0.0.0.0", "the IP address for healthz server to listen"),
+    Flag("healthz-port", "int", 0, "the port for healthz server to listen(0 to disable)"),
+    Flag("iptables-resync", "int", 5, "resync period for iptables rules, in seconds"),
+    Flag("iptables-forward-rules", "bool", True,
+         "add default accept rules to FORWARD chain in iptables"),
+    Flag("ip-blackhole-route", "bool", False,
+         "add blackroute route ont the node for the local podCIDR", (0, 27, 1)),
+    Flag("net-config-path", "string", "/etc/kube-flannel/net-conf.json",
+         "path to the network configuration file"),
+    Flag("set-node-network-unavailable", "bool", True, "set NodeNetworkUnavailable after ready"),
+    Flag("v", "level", 0, "number for the log level verbosity"),
+    Flag("vmodule", "vmodule", "",
+         "comma-separated list of pattern=N settings for file-filtered logging"),
+    Flag("log_backtrace_at", "trace", "", "when logging hits line file:N, emit a stack trace"),
+]  # fmt: skip
+
+
+class FlagSet:
+    def __init__(self, argv0):
+        self.argv0 = argv0
+        self.flags = {f.name: f for f in FLAGS if f.since <= V}
+        self.values = {
+            name: (list(f.default) if f.kind == "slice" else f.default)
+            for name, f in self.flags.items()
+        }
+        self.actual = set()
+
+    def __getitem__(self, name):
+        return self.values[name]
+
+    def set(self, name, text):
+        flag = self.flags[name]
+        value = flag.convert(text)
+        if flag.kind == "slice":
+            self.values[name].append(value)
+        else:
+            self.values[name] = value
+
+    def usage(self):
+        out = [f"Usage: {self.argv0} [OPTION]..."]
+        for name in sorted(self.flags):
+            flag = self.flags[name]
+            kind = {"bool": "", "string": "string", "int": "int"}.get(flag.kind, "value")
+            line = f"  -{name}" + (f" {kind}" if kind else "")
+            line += "\t" if len(line) <= 4 else "\n    \t"
+            line += flag.usage
+            default = flag.default
+            if default not in ("", 0, False, []):
+                if flag.kind == "string":
+                    line += f' (default "{default}")'
+                else:
+                    line += f" (default {str(default).lower() if default is True else default})"
+            out.append(line)
+        sys.stderr.write("\n".join(out) + "\n")
+        sys.stderr.flush()
+
+    def fail(self, message):
+        sys.stderr.write(message + "\n")
+        self.usage()
+        raise Exit(0)  # flanneld's usage() ends in os.Exit(0)
+
+    def parse(self, args):
+        args = list(args)
+        while args:
+            s = args[0]
+            if len(s) < 2 or s[0] != "-":
+                return
+            dashes = 1
+            if s[1] == "-":
+                dashes = 2
+                if len(s) == 2:
+                    return
+            name = s[dashes:]
+            if not name or name[0] in "-=":
+                self.fail(f"bad flag syntax: {s}")
+            args.pop(0)
+            name, has_value, value = name.partition("=")
+            flag = self.flags.get(name)
+            if flag is None:
+                if name in ("help", "h"):
+                    self.usage()
+                    raise Exit(0)
+                self.fail(f"flag provided but not defined: -{name}")
+            if flag.kind == "bool":
+                try:
+                    self.set(name, value if has_value else "true")
+                except ValueError as exc:
+                    self.fail(f'invalid boolean value "{value}" for -{name}: {exc}')
+            else:
+                if not has_value and args:
+                    has_value, value = "=", args.pop(0)
+                if not has_value:
+                    self.fail(f"flag needs an argument: -{name}")
+                try:
+                    self.set(name, value)
+                except ValueError as exc:
+                    self.fail(f'invalid value "{value}" for flag -{name}: {exc}')
+            self.actual.add(name)
+
+    def from_env(self, prefix):
+        """flagutil.SetFlagsFromEnv: flags not set on the command line; the last error wins."""
+        error = None
+        for name in sorted(self.flags):
+            if name in self.actual:
+                continue
+            key = prefix + "_" + name.replace("-", "_").upper()
+            value = os.environ.get(key, "")
+            if value:
+                try:
+                    self.set(name, value)
+                except ValueError as exc:
+                    error = f'invalid value "{value}" for {key}: {exc}'
+        return error
+
+
+# --- network config: flannel's ParseConfig + CheckNetworkConfig --------------------------------
+
+
+def field(conf, name):
+    """Go's encoding/json matches field names case-insensitively."""
+    if name in conf:
+        return conf[name]
+    for key, value in conf.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+class Config:
     def __init__(self, raw):
         try:
             conf = json.loads(raw)
         except ValueError as exc:
-            raise Fatal(f"the network config in etcd is not JSON: {exc}", 2) from None
-        if not isinstance(conf, dict) or not conf.get("Network"):
-            raise Fatal("the network config in etcd has no Network", 2)
-        try:
-            self.network = ipaddress.IPv4Network(conf["Network"], strict=False)
-        except ValueError as exc:
-            raise Fatal(f"Network {conf['Network']!r}: {exc}", 2) from None
-        prefix = self.network.prefixlen
-        self.subnet_len = int(conf.get("SubnetLen") or 0)
-        if not self.subnet_len:
-            self.subnet_len = 24 if prefix <= 22 else prefix + 2
-        if self.subnet_len > 30 or self.subnet_len < prefix + 2:
-            raise Fatal(
-                f"SubnetLen {self.subnet_len} must be <= 30 and >= Network's length + 2 "
-                f"({prefix + 2})",
-                2,
+            raise ValueError(f"invalid character in the network config: {exc}") from None
+        if not isinstance(conf, dict):
+            raise ValueError(
+                "json: cannot unmarshal the network config into Go value of type subnet.Config"
             )
-        size = 1 << (32 - self.subnet_len)
-        base = int(self.network.network_address)
-        self.subnet_min = self._bound(conf, "SubnetMin", base + size)
-        self.subnet_max = self._bound(conf, "SubnetMax", base + self.network.num_addresses - size)
-        if self.subnet_min > self.subnet_max:
-            raise Fatal("SubnetMin is above SubnetMax", 2)
-        backend = conf.get("Backend") or {}
-        self.backend = str(backend.get("Type") or "udp").lower()
-        self.vni = int(backend.get("VNI") or 1)
+        self.enable_ipv4 = self._bool(conf, "EnableIPv4", True)
+        self.enable_ipv6 = self._bool(conf, "EnableIPv6", False)
+        self.enable_nftables = self._bool(conf, "EnableNFTables", False)
+        backend = field(conf, "Backend")
+        if backend is None:
+            self.backend_type, backend = "udp", {}
+        elif isinstance(backend, dict):
+            self.backend_type = str(field(backend, "Type") or "")
+        else:
+            raise ValueError("error decoding Backend property of config")
+        self.vni = int(field(backend, "VNI") or 1)
+        self.network = self._net(conf, "Network", ipaddress.IPv4Network)
+        self.network6 = self._net(conf, "IPv6Network", ipaddress.IPv6Network)
+        self.subnet_len = int(field(conf, "SubnetLen") or 0)
+        self.subnet_len6 = int(field(conf, "IPv6SubnetLen") or 0)
+        self.subnet_min = self._ip(conf, "SubnetMin", ipaddress.IPv4Address)
+        self.subnet_max = self._ip(conf, "SubnetMax", ipaddress.IPv4Address)
+        self.subnet_min6 = self._ip(conf, "IPv6SubnetMin", ipaddress.IPv6Address)
+        self.subnet_max6 = self._ip(conf, "IPv6SubnetMax", ipaddress.IPv6Address)
+        self._check()
 
-    def _bound(self, conf, key, default):
-        if not conf.get(key):
+    @staticmethod
+    def _bool(conf, name, default):
+        value = field(conf, name)
+        if value is None:
             return default
-        try:
-            value = int(ipaddress.IPv4Address(conf[key]))
-        except ValueError:
-            raise Fatal(f"{key} {conf[key]!r} is not an IPv4 address", 2) from None
-        if ipaddress.IPv4Address(value) not in self.network:
-            raise Fatal(f"{key} {conf[key]} is not inside Network {self.network}", 2)
-        if value % (1 << (32 - self.subnet_len)):
-            raise Fatal(f"{key} {conf[key]} is not aligned to SubnetLen {self.subnet_len}", 2)
+        if not isinstance(value, bool):
+            raise ValueError(
+                f"json: cannot unmarshal {type(value).__name__} into Go struct field "
+                f"Config.{name} of type bool"
+            )
         return value
 
-    def candidates(self):
-        size = 1 << (32 - self.subnet_len)
-        for start in range(self.subnet_min, self.subnet_max + 1, size):
-            yield ipaddress.IPv4Network((start, self.subnet_len))
+    @staticmethod
+    def _net(conf, name, kind):
+        value = field(conf, name)
+        if not value:
+            return None
+        try:
+            return kind(str(value), strict=False)
+        except ValueError:
+            raise ValueError(f"invalid CIDR address: {value}") from None
+
+    @staticmethod
+    def _ip(conf, name, kind):
+        value = field(conf, name)
+        if not value:
+            return None
+        try:
+            return int(kind(str(value)))
+        except ValueError:
+            raise ValueError(f"invalid IP address: {value}") from None
+
+    def _check(self):
+        if self.enable_ipv4:
+            net = self.network
+            if net is None:
+                raise ValueError("please define a correct Network parameter in the flannel config")
+            self.subnet_len, self.subnet_min, self.subnet_max = self._family(
+                net, 32, self.subnet_len, self.subnet_min, self.subnet_max, 30, 28, 22, 24, ""
+            )
+        else:
+            self.subnet_len, self.subnet_min, self.subnet_max = 0, 0, 0
+        if self.enable_ipv6:
+            net = self.network6
+            if net is None:
+                raise ValueError(
+                    "please define a correct IPv6Network parameter in the flannel config"
+                )
+            self.subnet_len6, self.subnet_min6, self.subnet_max6 = self._family(
+                net,
+                128,
+                self.subnet_len6,
+                self.subnet_min6,
+                self.subnet_max6,
+                126,
+                124,
+                62,
+                64,
+                "IPv6",
+            )
+
+    @staticmethod
+    def _family(net, bits, length, low, high, longest, smallest, roomy, default_len, v6):
+        if length:
+            if length > longest:
+                raise ValueError(f"SubnetLen must be less than /{longest + 1}")
+            if length < net.prefixlen + 2:
+                raise ValueError("network must be able to accommodate at least four subnets")
+        elif net.prefixlen > smallest:
+            name = "IPv6Network" if v6 else "network"
+            raise ValueError(f"{name} is too small. Minimum useful network prefix is /{smallest}")
+        else:
+            length = default_len if net.prefixlen <= roomy else net.prefixlen + 2
+        size = 1 << (bits - length)
+        base, end = int(net.network_address), int(net.network_address) + net.num_addresses
+        kind = ipaddress.IPv6Address if v6 else ipaddress.IPv4Address
+        if not low:
+            low = base + size
+        elif not base <= low < end:
+            raise ValueError(f"{v6}SubnetMin is not in the range of the {v6}Network")
+        if not high:
+            high = end - size
+        elif not base <= high < end:
+            raise ValueError(f"{v6}SubnetMax is not in the range of the {v6}Network")
+        if low % size:
+            raise ValueError(f"{v6}SubnetMin is not on a SubnetLen boundary: {kind(low)}")
+        if high % size:
+            raise ValueError(f"{v6}SubnetMax is not on a SubnetLen boundary: {kind(high)}")
+        return length, low, high
 
 
-def lease_key(prefix, subnet):
-    """flannel's key: <prefix>/subnets/10.5.52.0-24."""
-    return f"{prefix}/subnets/{subnet.network_address}-{subnet.prefixlen}"
+# --- subnet keys and leases --------------------------------------------------------------------
+
+KEY_RE = re.compile(r"(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$")
 
 
-def subnet_of_key(key):
-    name = key.rsplit("/", 1)[-1]
-    address, _, length = name.partition("-")
-    return ipaddress.IPv4Network(f"{address}/{length}")
+def subnet_key(sn, sn6):
+    key = f"{sn.network_address}-{sn.prefixlen}"
+    if sn6 is not None:
+        key += f"&{sn6.network_address}-{sn6.prefixlen}"
+    return key
 
 
-# --- this node's interface ---------------------------------------------------------------------
+def parse_key(key):
+    m = KEY_RE.search(key)
+    if not m:
+        return None, None
+    try:
+        sn = ipaddress.IPv4Network(f"{m.group(1)}/{m.group(2)}", strict=False)
+        sn6 = None
+        if m.group(3):
+            sn6 = ipaddress.IPv6Network(f"{m.group(3)}/{m.group(4)}", strict=False)
+    except ValueError:
+        return None, None
+    return sn, sn6
+
+
+def overlaps(a, b):
+    return a is not None and b is not None and a.overlaps(b)
+
+
+# --- this node's interfaces --------------------------------------------------------------------
 
 
 def _ioctl(name, request):
@@ -174,11 +577,53 @@ def _ioctl(name, request):
         return fcntl.ioctl(s.fileno(), request, struct.pack("256s", name.encode()[:15]))
 
 
+def iface_names():
+    return sorted(os.listdir("/sys/class/net"))
+
+
 def iface_ipv4(name):
+    """The interface's (primary) IPv4 address, or None."""
     try:
-        return socket.inet_ntoa(_ioctl(name, SIOCGIFADDR)[20:24])
+        return ipaddress.IPv4Address(socket.inet_ntoa(_ioctl(name, SIOCGIFADDR)[20:24]))
     except OSError:
         return None
+
+
+def iface_ipv6(name):
+    found = []
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 6 and fields[5] == name:
+                    found.append(ipaddress.IPv6Address(int(fields[0], 16)))
+    except OSError:
+        pass
+    return found
+
+
+def usable(addresses):
+    """ip.GetInterfaceIP{4,6}Addrs: global unicast first, then link-local; never loopback."""
+
+    def global_unicast(a):
+        return not (
+            a.is_unspecified
+            or a.is_loopback
+            or a.is_multicast
+            or a.is_link_local
+            or a == ipaddress.IPv4Address("255.255.255.255")
+        )
+
+    return [a for a in addresses if global_unicast(a)] + [a for a in addresses if a.is_link_local]
+
+
+def addrs4(name):
+    address = iface_ipv4(name)
+    return usable([address] if address else [])
+
+
+def addrs6(name):
+    return usable(iface_ipv6(name))
 
 
 def iface_mtu(name):
@@ -190,298 +635,733 @@ def iface_mac(name):
     return ":".join(f"{b:02x}" for b in bytearray(raw))
 
 
-def default_route_iface():
-    with open("/proc/net/route") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
-                return fields[0]
+def default_iface(v6=False):
+    try:
+        if v6:
+            with open("/proc/net/ipv6_route") as f:
+                for line in f:
+                    fields = line.split()
+                    default = len(fields) >= 10 and fields[0] == "0" * 32 and fields[1] == "00"
+                    if default and fields[9] != "lo":
+                        return fields[9]
+        else:
+            with open("/proc/net/route") as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
+                        return fields[0]
+    except OSError:
+        pass
     return None
 
 
-def pick_iface(wanted):
-    """(name, ipv4) like flannel: the first --iface (name or address) that exists, else the
-    interface of the default route."""
-    names = sorted(os.listdir("/sys/class/net"))
-    for want in wanted:
-        for name in names:
-            if name == want or iface_ipv4(name) == want:
-                address = iface_ipv4(name)
-                if address:
-                    return name, address
-    if wanted:
-        raise Fatal("none of --iface {} has an IPv4 address".format(",".join(wanted)))
-    name = default_route_iface()
-    if name is None or iface_ipv4(name) is None:
-        raise Fatal("no default route with an IPv4 address; pass --iface")
-    return name, iface_ipv4(name)
+def iface_by_ip(address):
+    for name in iface_names():
+        pool = [iface_ipv4(name)] if address.version == 4 else iface_ipv6(name)
+        if address in pool:
+            return name
+    return None
 
 
-# --- etcd v3 over the gRPC-JSON gateway --------------------------------------------------------
+class ExtIface:
+    def __init__(self, name, addr, addr6):
+        self.name, self.addr, self.addr6 = name, addr, addr6
 
 
-def _b64(text):
+def lookup_ext_iface(ifname, regex, can_reach, v4, v6, public_ip, public_ipv6):
+    """ipmatch.LookupExtIface, for one --iface / --iface-regex / the default; raises ValueError."""
+    name = addr = addr6 = None
+    if ifname:
+        try:
+            wanted = ipaddress.ip_address(ifname)
+        except ValueError:
+            wanted = None
+        if wanted is not None:
+            log("I", f"Searching for interface using {wanted}", "match.go")
+            name = iface_by_ip(wanted)
+            if name is None:
+                raise ValueError(f"error looking up interface {ifname}: no interface with this IP")
+            if wanted.version == 4:
+                addr = wanted
+            else:
+                addr6 = wanted
+            if v4 and v6 and public_ipv6:
+                other = iface_by_ip(ipaddress.ip_address(public_ipv6))
+                if other is None:
+                    raise ValueError(f"error looking up v6 interface {public_ipv6}")
+                if other != name:
+                    raise ValueError(
+                        f"v6 interface {other} must be the same with v4 interface {name}"
+                    )
+                addr6 = ipaddress.ip_address(public_ipv6)
+        else:
+            if ifname not in iface_names():
+                raise ValueError(
+                    f"error looking up interface {ifname}: route ip+net: no such network interface"
+                )
+            name = ifname
+    elif regex:
+        try:
+            pattern = re.compile(regex)
+        except re.error as exc:
+            raise ValueError(f"could not compile the IP address regex '{regex}': {exc}") from None
+        for candidate in iface_names():
+            a4 = [a for a in addrs4(candidate) if pattern.search(str(a))]
+            a6 = [a for a in addrs6(candidate) if pattern.search(str(a))]
+            if (not v4 or a4) and (not v6 or a6):
+                name, addr, addr6 = candidate, (a4 or [None])[0], (a6 or [None])[0]
+                break
+        if name is None:
+            name = next((n for n in iface_names() if pattern.search(n)), None)
+        if name is None:
+            raise ValueError(
+                f"Could not match pattern {regex} to any of the available network interfaces"
+            )
+    elif can_reach:
+        raise ValueError("the test stand-in does not implement --iface-can-reach")
+    else:
+        log("I", "Determining IP address of default interface", "match.go")
+        name = default_iface(v6=not v4)
+        if name is None:
+            raise ValueError("failed to get default interface: Unable to find default route")
+        if v4 and v6 and default_iface(v6=True) != name:
+            raise ValueError(
+                "v6 default route interface must be the same with v4 default route "
+                f"interface {name}"
+            )
+    if v4 and addr is None:
+        found = addrs4(name)
+        if not found:
+            raise ValueError(f"failed to find IPv4 address for interface {name}")
+        addr = found[0]
+    if v6 and addr6 is None:
+        found = addrs6(name)
+        if not found:
+            raise ValueError(f"failed to find IPv6 address for interface {name}")
+        addr6 = found[0]
+    if addr is not None:
+        log("I", f"Using interface with name {name} and address {addr}", "match.go")
+    if addr6 is not None:
+        log("I", f"Using interface with name {name} and v6 address {addr6}", "match.go")
+    ext, ext6 = (addr if v4 else None), (addr6 if v6 else None)
+    if public_ip:
+        try:
+            ext = ipaddress.IPv4Address(public_ip)
+        except ValueError:
+            raise ValueError(f"invalid public IP address: {public_ip}") from None
+    if public_ipv6:
+        try:
+            ext6 = ipaddress.IPv6Address(public_ipv6)
+        except ValueError:
+            raise ValueError(f"invalid public IPv6 address: {public_ipv6}") from None
+    return ExtIface(name, ext, ext6)
+
+
+def pick_iface(flags, v4, v6):
+    public_ip, public_ipv6 = flags["public-ip"], flags["public-ipv6"]
+    can_reach = flags.values.get("iface-can-reach", "")
+    if not flags["iface"] and not flags["iface-regex"] and not can_reach:
+        try:
+            return lookup_ext_iface(
+                public_ip or public_ipv6, "", "", v4, v6, public_ip, public_ipv6
+            )
+        except ValueError as exc:
+            log("E", f"Failed to find any valid interface to use: {exc}")
+            raise Exit(1) from None
+    tries = [(i, "", "") for i in flags["iface"]] + [("", r, "") for r in flags["iface-regex"]]
+    if can_reach:
+        tries.append(("", "", can_reach))
+    for ifname, regex, reach in tries:
+        try:
+            return lookup_ext_iface(ifname, regex, reach, v4, v6, public_ip, public_ipv6)
+        except ValueError as exc:
+            log("I", f"Could not find valid interface matching {ifname or regex or reach}: {exc}")
+    log("E", "Failed to find interface to use that matches the interfaces and/or regexes provided")
+    raise Exit(1)
+
+
+# --- etcd --------------------------------------------------------------------------------------
+
+
+def read_file(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"open {path}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+def tls_context(cafile, certfile, keyfile):
+    """None (no TLS config) or an SSLContext; ValueError where flanneld's client creation fails."""
+    if ETCD_V2:
+        # etcd's transport.TLSInfo: the pair together, the CA on its own
+        if not certfile and not keyfile and not cafile:
+            return None
+        if bool(certfile) != bool(keyfile):
+            raise ValueError(
+                f"KeyFile and CertFile must both be present[key: {keyfile}, cert: {certfile}]"
+            )
+    elif not certfile or not keyfile:
+        log(
+            "W",
+            "no certificate provided: connecting to etcd with http. This is insecure",
+            "registry.go",
+        )
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certfile:
+        for path in (certfile, keyfile):
+            data = read_file(path)
+            if b"-----BEGIN" not in data:
+                what = "certificate" if path == certfile else "key"
+                raise ValueError(f"tls: failed to find any PEM data in {what} input")
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except ssl.SSLError as exc:
+            if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+                raise ValueError("tls: private key does not match public key") from None
+            raise ValueError(f"tls: failed to parse the certificate or key: {exc}") from None
+    if cafile:
+        data = read_file(cafile)
+        # Go's NewCertPool: a file without a PEM block is an empty pool, no error; every
+        # handshake then fails
+        with contextlib.suppress(ssl.SSLError, ValueError):
+            context.load_verify_locations(cadata=data.decode("ascii", "replace"))
+    else:
+        context.load_default_certs()
+    return context
+
+
+def go_tls_error(exc, host):
+    prefix = "" if ETCD_V2 else "tls: failed to verify certificate: "
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = getattr(exc, "verify_code", 0)
+        if code in (2, 18, 19, 20, 21):
+            return prefix + "x509: certificate signed by unknown authority"
+        if code in (9, 10):
+            return prefix + "x509: certificate has expired or is not yet valid"
+        if code == 62:
+            return prefix + f"x509: certificate is not valid for {host}"
+        return prefix + f"x509: {getattr(exc, 'verify_message', exc)}"
+    text = str(exc)
+    for reason, go in (
+        ("CERTIFICATE_REQUIRED", "certificate required"),
+        ("BAD_CERTIFICATE", "bad certificate"),
+        ("UNKNOWN_CA", "unknown certificate authority"),
+        ("CERTIFICATE_EXPIRED", "expired certificate"),
+        ("HANDSHAKE_FAILURE", "handshake failure"),
+    ):
+        if reason in text:
+            return f"remote error: tls: {go}"
+    return f"tls: {text}"
+
+
+class Etcd:
+    """The few calls flannel's etcd registry makes, over HTTP(S): v2 keys API or v3 gateway."""
+
+    def __init__(self, endpoints, context, prefix):
+        self.endpoints = [e.strip().rstrip("/") for e in endpoints.split(",") if e.strip()]
+        self.context = context
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.current = random.randrange(len(self.endpoints)) if self.endpoints else 0
+
+    def request(self, method, path, body=None, form=False):
+        """(status, JSON) from the first endpoint that answers; Transient when none does."""
+        if not self.endpoints:
+            raise Transient("etcdclient: no available endpoints")
+        errors = []
+        for _ in self.endpoints:
+            url = self.endpoints[self.current]
+            try:
+                return self._once(url, method, path, body, form)
+            except Transient as exc:
+                errors.append((url, str(exc)))
+                self.current = (self.current + 1) % len(self.endpoints)
+        errors.sort(key=lambda error: self.endpoints.index(error[0]))  # a stable message
+        if ETCD_V2:
+            parts = [
+                f'error #{i}: {verb(method)} "{url}{path}": {e}'
+                for i, (url, e) in enumerate(errors)
+            ]
+            raise Transient(
+                "client: etcd cluster is unavailable or misconfigured; " + "; ".join(parts)
+            )
+        raise Transient(
+            "; ".join(f'etcd {url}: connection error: desc = "{e}"' for url, e in errors)
+        )
+
+    def _once(self, url, method, path, body, form):
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 2379
+        if parts.scheme == "https":
+            context = self.context or ssl.create_default_context()
+            conn = http.client.HTTPSConnection(host, port, timeout=REQUEST_TIMEOUT, context=context)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
+        if form:
+            payload, ctype = urlencode(body), "application/x-www-form-urlencoded"
+        else:
+            payload, ctype = (None if body is None else json.dumps(body)), "application/json"
+        try:
+            conn.request(method, path, body=payload, headers={"Content-Type": ctype})
+            response = conn.getresponse()
+            status, data = response.status, response.read()
+        except ssl.SSLError as exc:
+            handshake = "transport: authentication handshake failed: " if not ETCD_V2 else ""
+            raise Transient(handshake + go_tls_error(exc, host)) from None
+        except ssl.CertificateError as exc:
+            raise Transient(go_tls_error(exc, host)) from None
+        except ConnectionRefusedError:
+            raise Transient(f"dial tcp {host}:{port}: connect: connection refused") from None
+        except TimeoutError:
+            raise Transient(f"dial tcp {host}:{port}: i/o timeout") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise Transient(f"{host}:{port}: {exc or type(exc).__name__}") from None
+        finally:
+            conn.close()
+        try:
+            answer = json.loads(data.decode("utf-8")) if data else {}
+        except ValueError:
+            raise Transient(f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}") from None
+        if status >= 500 and not (ETCD_V2 and "errorCode" in answer):
+            raise Transient(f"HTTP {status}: {answer.get('error') or answer.get('message')}")
+        if not ETCD_V2 and status != 200:
+            raise Transient(f"etcdserver: {answer.get('error') or answer.get('message') or status}")
+        return status, answer
+
+    # -- the registry -------------------------------------------------------------------------
+
+    def config_key(self):
+        return f"{self.prefix}/config"
+
+    def subnets_key(self):
+        return f"{self.prefix}/subnets"
+
+    def get_config(self):
+        key = self.config_key()
+        if ETCD_V2:
+            _, answer = self.request("GET", f"/v2/keys{quote(key)}?quorum=true")
+            if "errorCode" in answer:
+                raise NotFound(v2_error(answer))
+            return answer["node"].get("value", "")
+        _, answer = self.request("POST", "/v3/kv/range", {"key": b64(key)})
+        kvs = answer.get("kvs") or []
+        if not kvs:
+            raise NotFound(
+                "flannel config not found in etcd store. Did you create your config using "
+                "etcdv3 API?"
+            )
+        return unb64(kvs[0].get("value", ""))
+
+    def leases(self):
+        """[(subnet, subnet6, attrs)] of every parseable lease under <prefix>/subnets."""
+        out = []
+        if ETCD_V2:
+            _, answer = self.request(
+                "GET", f"/v2/keys{quote(self.subnets_key())}?recursive=true&quorum=true"
+            )
+            if answer.get("errorCode") == 100:
+                return out
+            if "errorCode" in answer:
+                raise Transient(v2_error(answer))
+            items = [(n["key"], n.get("value", "")) for n in answer["node"].get("nodes") or []]
+        else:
+            key = self.subnets_key()
+            _, answer = self.request(
+                "POST", "/v3/kv/range", {"key": b64(key), "range_end": prefix_end(key)}
+            )
+            items = [
+                (unb64(kv["key"]), unb64(kv.get("value", ""))) for kv in answer.get("kvs") or []
+            ]
+        for key, value in items:
+            sn, sn6 = parse_key(key)
+            try:
+                attrs = json.loads(value)
+            except ValueError:
+                attrs = None
+            if sn is None or not isinstance(attrs, dict):
+                log("W", f"Ignoring bad subnet node: {key}", "registry.go")
+                continue
+            out.append((sn, sn6, attrs))
+        return out
+
+    def delete(self, sn, sn6):
+        key = f"{self.subnets_key()}/{subnet_key(sn, sn6)}"
+        if ETCD_V2:
+            self.request("DELETE", f"/v2/keys{quote(key)}")
+        else:
+            self.request("POST", "/v3/kv/deleterange", {"key": b64(key)})
+
+    def write(self, sn, sn6, attrs, create):
+        """createSubnet (put-if-absent; False if the key exists) or updateSubnet, TTL 24 h."""
+        key = f"{self.subnets_key()}/{subnet_key(sn, sn6)}"
+        value = json.dumps(attrs, separators=(",", ":"))
+        if ETCD_V2:
+            query = "?prevExist=false" if create else ""
+            _, answer = self.request(
+                "PUT",
+                f"/v2/keys{quote(key)}{query}",
+                {"value": value, "ttl": SUBNET_TTL},
+                form=True,
+            )
+            if answer.get("errorCode") == 105:
+                return False
+            if "errorCode" in answer:
+                raise Transient(v2_error(answer))
+            return True
+        _, grant = self.request("POST", "/v3/lease/grant", {"TTL": SUBNET_TTL})
+        lease = grant.get("ID")
+        put = {"key": b64(key), "value": b64(value), "lease": lease}
+        if not create:
+            self.request("POST", "/v3/kv/put", put)
+            return True
+        _, answer = self.request(
+            "POST",
+            "/v3/kv/txn",
+            {
+                "compare": [
+                    {"key": b64(key), "result": "EQUAL", "target": "VERSION", "version": "0"}
+                ],
+                "success": [{"request_put": put}],
+            },
+        )
+        if not answer.get("succeeded"):
+            self.request("POST", "/v3/lease/revoke", {"ID": lease})
+            return False
+        return True
+
+
+def verb(method):
+    return method.capitalize()
+
+
+def v2_error(answer):
+    return "{}: {} ({}) [{}]".format(
+        answer.get("errorCode"), answer.get("message"), answer.get("cause"), answer.get("index")
+    )
+
+
+def b64(text):
     return base64.b64encode(text.encode()).decode("ascii")
 
 
-def _unb64(text):
+def unb64(text):
     return base64.b64decode(text).decode()
 
 
-def _prefix_end(prefix):
+def prefix_end(prefix):
     raw = bytearray(prefix.encode())
     raw[-1] += 1
     return base64.b64encode(bytes(raw)).decode("ascii")
 
 
-def tls_context(cafile, certfile, keyfile):
-    """Trust only --etcd-cafile (SSL_CERT_FILE in the environment must not widen it)."""
+# --- the subnet file ---------------------------------------------------------------------------
+
+
+def read_subnet_file(path, key, kind):
+    """ReadCIDRFromSubnetFile: the network of KEY=<cidr> in the previous file, or None."""
     try:
-        context = ssl.create_default_context(cafile=cafile or None)
-        if certfile:
-            context.load_cert_chain(certfile, keyfile or None)
-    except (OSError, ValueError, ssl.SSLError) as exc:
-        raise Fatal(
-            f"cannot load the etcd TLS files (ca {cafile}, cert {certfile}, key {keyfile}): {exc}"
-        ) from None
-    return context
-
-
-class Etcd:
-    def __init__(self, endpoints, context, cafile):
-        self.endpoints = [e.strip().rstrip("/") for e in endpoints.split(",") if e.strip()]
-        if not self.endpoints:
-            raise Fatal("--etcd-endpoints is empty", 2)
-        self.context = context
-        self.cafile = cafile
-        self.current = random.randrange(len(self.endpoints))
-
-    def post(self, path, body):
-        """JSON from the first endpoint that answers; Transient when none does."""
-        errors = []
-        for _ in self.endpoints:
-            url = self.endpoints[self.current]
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        lines = []
+    except OSError as exc:
+        log("E", f"Couldn't fetch previous {key} from subnet file at {path}: {exc}")
+        return None
+    for line in lines:
+        name, eq, value = line.strip().partition("=")
+        if eq and name.strip() == key:
+            value = value.strip().strip("'\"")
+            if "," in value:
+                log(
+                    "E",
+                    f"error reading subnet: more than 1 entry found for key: {key} in "
+                    f"file {path}: ",
+                )
+                return None
             try:
-                return self._once(url, path, body)
-            except Transient as exc:
-                errors.append(f"{url}: {exc}")
-                self.current = (self.current + 1) % len(self.endpoints)
-        raise Transient("; ".join(errors))
+                return kind(value, strict=False)
+            except ValueError as exc:
+                log("E", f"Couldn't parse previous {key} from subnet file at {path}: {exc}")
+                return None
+    log("W", f"no subnet found for key: {key} in file: {path}")
+    return None
 
-    def _once(self, url, path, body):
-        parts = urlsplit(url)
-        port = parts.port or 2379
-        if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                parts.hostname, port, timeout=REQUEST_TIMEOUT, context=self.context
-            )
-        else:
-            conn = http.client.HTTPConnection(parts.hostname, port, timeout=REQUEST_TIMEOUT)
-        try:
-            conn.request(
-                "POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"}
-            )
-            response = conn.getresponse()
-            status, data = response.status, response.read()
-        except ssl.SSLError as exc:
-            raise Fatal(self._tls_message(url, exc)) from None
-        except ssl.CertificateError as exc:
-            raise Fatal(
-                f"TLS error with etcd {url}: the server certificate does not match: {exc}"
-            ) from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise Transient(str(exc) or type(exc).__name__) from None
-        finally:
-            conn.close()
-        if status >= 500:
-            raise Transient(f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}")
-        if status != 200:
-            text = data[:300].decode("utf-8", "replace")
-            raise Fatal(f"etcd {url} answered HTTP {status} to {path}: {text}")
-        return json.loads(data.decode("utf-8"))
 
-    def _tls_message(self, url, exc):
-        text = str(exc)
-        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-            ca = self.cafile or "(system default)"
-            why = getattr(exc, "verify_message", None) or text
-            return (
-                f"TLS error with etcd {url}: the CA {ca} does not sign the server's certificate "
-                f"({why})"
-            )
-        return f"TLS error with etcd {url}: the handshake failed: {text}"
-
-    def get(self, key):
-        """(value, mod_revision) or (None, 0)."""
-        reply = self.post("/v3/kv/range", {"key": _b64(key)})
-        kvs = reply.get("kvs") or []
-        if not kvs:
-            return None, 0
-        return _unb64(kvs[0].get("value", "")), int(kvs[0].get("mod_revision", 0))
-
-    def list_prefix(self, prefix):
-        reply = self.post("/v3/kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix)})
-        return [(_unb64(kv["key"]), _unb64(kv.get("value", ""))) for kv in reply.get("kvs") or []]
-
-    def create(self, key, value):
-        """Put-if-absent in one txn; True when this call created the key."""
-        reply = self.post(
-            "/v3/kv/txn",
-            {
-                "compare": [
-                    {
-                        "key": _b64(key),
-                        "result": "EQUAL",
-                        "target": "CREATE",
-                        "create_revision": "0",
-                    }
-                ],
-                "success": [{"request_put": {"key": _b64(key), "value": _b64(value)}}],
-                "failure": [],
-            },
-        )
-        return bool(reply.get("succeeded"))
+def write_subnet_file(path, config, ipmasq, sn, sn6, mtu):
+    """WriteSubnetFile: the same lines, order and mode; temp file `.<name>` then rename."""
+    directory, name = os.path.split(path)
+    lines = []
+    if config.enable_ipv4:
+        lines.append(f"FLANNEL_NETWORK={config.network}")
+        lines.append(f"FLANNEL_SUBNET={sn.network_address + 1}/{sn.prefixlen}")
+    if config.enable_ipv6:
+        lines.append(f"FLANNEL_IPV6_NETWORK={config.network6}")
+        lines.append(f"FLANNEL_IPV6_SUBNET={sn6.network_address + 1}/{sn6.prefixlen}")
+    lines.append(f"FLANNEL_MTU={mtu}")
+    lines.append(f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}")
+    if directory:
+        os.makedirs(directory, 0o755, exist_ok=True)
+    tmp = os.path.join(directory, "." + name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(line + "\n" for line in lines))
+    os.rename(tmp, path)
 
 
 # --- the agent ---------------------------------------------------------------------------------
-
-
-def wait_for(what, call, stop):
-    """call() until it returns non-None; retries Transient errors every RETRY_SECONDS."""
-    last = None
-    while not stop["now"]:
-        try:
-            value = call()
-            if value is not None:
-                return value
-            reason = "not found"
-        except Transient as exc:
-            reason = str(exc)
-        if reason != last:
-            log(f"waiting for {what}: {reason} (retrying every {RETRY_SECONDS:g}s)")
-            last = reason
-        time.sleep(RETRY_SECONDS)
-    raise SystemExit(0)
-
-
-def claim(etcd, prefix, network, public_ip, backend_data, stop):
-    """(subnet, reused): this node's existing lease, else a new one, put-if-absent."""
-    value = json.dumps(
-        {
-            "PublicIP": public_ip,
-            "PublicIPv6": None,
-            "BackendType": network.backend,
-            "BackendData": backend_data,
-        },
-        separators=(",", ":"),
-    )
-    for _ in range(CLAIM_ATTEMPTS):
-        leases = wait_for("the lease list", lambda: etcd.list_prefix(prefix + "/subnets/"), stop)
-        taken = set()
-        for key, raw in leases:
-            try:
-                subnet = subnet_of_key(key)
-            except ValueError:
-                continue
-            taken.add(subnet)
-            try:
-                owner = json.loads(raw).get("PublicIP")
-            except (ValueError, AttributeError):
-                owner = None
-            if (
-                owner == public_ip
-                and subnet.network_address in network.network
-                and subnet.prefixlen == network.subnet_len
-            ):
-                return subnet, True
-        free = [s for s in network.candidates() if s not in taken]
-        if not free:
-            raise Fatal(f"no free subnet left in {network.network} ({len(taken)} leases)")
-        subnet = random.choice(free[:100])  # flannel picks at random among the first free ones
-        key = lease_key(prefix, subnet)
-        if wait_for("the lease txn", lambda key=key: etcd.create(key, value), stop) is True:
-            return subnet, False
-        log(f"{key} was taken by another node meanwhile; trying another subnet")
-    raise Fatal(f"could not claim a subnet after {CLAIM_ATTEMPTS} attempts")
-
-
-def write_subnet_env(path, network, subnet, mtu, ipmasq):
-    lines = [
-        f"FLANNEL_NETWORK={network.network}",
-        f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}",
-        f"FLANNEL_MTU={mtu}",
-        f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}",
-    ]
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    tmp = f"{directory}/.{os.path.basename(path)}.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
 
 
 def notify(message):
     """sd_notify: one datagram to $NOTIFY_SOCKET ('@' names an abstract socket)."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
-        return False
+        return
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.connect(address)
-        s.sendall(message.encode())
-    return True
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(address)
+            s.sendall(message.encode())
+    except OSError as exc:
+        log("E", f"Failed to notify systemd the message READY=1 {exc}")
 
 
-def run(argv):
-    args = parse_flags(argv)
-    stop = {"now": False}
+def get_config(etcd):
+    """getConfig: every second, forever, until a usable config is found."""
+    report = Reporter()
+    while True:
+        try:
+            config = Config(etcd.get_config())
+            log("I", f"Found network config - Backend type: {config.backend_type}")
+            return config
+        except NotFound as exc:
+            report("E", f"Couldn't fetch network config: {exc}")
+        except (Transient, ValueError) as exc:
+            report("E", f"Couldn't fetch network config: {exc}")
+        time.sleep(RETRY_SECONDS)
+
+
+def compatible(config, sn, sn6):
+    if sn is None:
+        return False
+    ok4 = config.subnet_min <= int(sn.network_address) <= config.subnet_max and (
+        sn.prefixlen == config.subnet_len
+    )
+    if not config.enable_ipv6:
+        return ok4 and sn6 is None
+    return (
+        ok4
+        and sn6 is not None
+        and config.subnet_min6 <= int(sn6.network_address) <= config.subnet_max6
+        and sn6.prefixlen == config.subnet_len6
+    )
+
+
+def allocate(config, leases):
+    """allocateSubnet: random among the first 100 free subnets of each family."""
+
+    def free(low, high, length, bits, kind, taken):
+        found, size, start = [], 1 << (bits - length), low
+        while start <= high and len(found) < 100:
+            candidate = kind((start, length))
+            if not any(overlaps(candidate, t) for t in taken):
+                found.append(candidate)
+            start += size
+        return found
+
+    v4 = free(
+        config.subnet_min,
+        config.subnet_max,
+        config.subnet_len,
+        32,
+        ipaddress.IPv4Network,
+        [sn for sn, _, _ in leases],
+    )
+    v6 = None
+    if config.enable_ipv6:
+        v6 = free(
+            config.subnet_min6,
+            config.subnet_max6,
+            config.subnet_len6,
+            128,
+            ipaddress.IPv6Network,
+            [sn6 for _, sn6, _ in leases],
+        )
+    if not v4 or v6 == []:
+        log("E", "Error registering network: failed to acquire lease: out of subnets")
+        raise Exit(1)
+    return random.choice(v4), (random.choice(v6) if v6 else None)
+
+
+def acquire(etcd, config, attrs, prev, prev6, report):
+    """AcquireLease / tryAcquireLease: (subnet, subnet6)."""
+    for _ in range(RACE_RETRIES):
+        leases = retrying(report, etcd.leases)
+        mine = next(
+            (lease for lease in leases if lease[2].get("PublicIP") == attrs["PublicIP"]), None
+        )
+        if mine is not None:
+            sn, sn6, _ = mine
+            if compatible(config, sn, sn6):
+                log(
+                    "I",
+                    f"Found lease (ip: {sn} ipv6: {sn6 or '::/0'}) for current IP "
+                    f"({attrs['PublicIP']}), reusing",
+                    "local_manager.go",
+                )
+                retrying(report, etcd.write, sn, sn6, attrs, False)
+                return sn, sn6
+            log(
+                "I",
+                f"Found lease ({sn}) for current IP ({attrs['PublicIP']}) but not "
+                "compatible with current config, deleting",
+                "local_manager.go",
+            )
+            retrying(report, etcd.delete, sn, sn6)
+        sn = sn6 = None
+        if prev is not None and prev.prefixlen and not any(le[0] == prev for le in leases):
+            if compatible(config, prev, prev6):
+                log("I", f"Found previously leased subnet ({prev}), reusing", "local_manager.go")
+                sn, sn6 = prev, prev6
+            else:
+                log(
+                    "E",
+                    f"Found previously leased subnet ({prev}) that is not compatible "
+                    "with the Etcd network config, ignoring",
+                    "local_manager.go",
+                )
+        if sn is None:
+            sn, sn6 = allocate(config, leases)
+        if retrying(report, etcd.write, sn, sn6, attrs, True):
+            log(
+                "I",
+                f"Allocated lease (ip: {sn} ipv6: {sn6 or '::/0'}) to current node "
+                f"({attrs['PublicIP']})",
+                "local_manager.go",
+            )
+            return sn, sn6
+    log(
+        "E",
+        "Error registering network: failed to acquire lease: Max retries reached trying "
+        "to acquire a subnet",
+    )
+    raise Exit(1)
+
+
+def retrying(report, call, *args):
+    while True:
+        try:
+            return call(*args)
+        except Transient as exc:
+            report("E", f"etcd: {exc}", "local_manager.go")
+        time.sleep(RETRY_SECONDS)
+
+
+def br_netfilter(config):
+    if V < (0, 26, 0) or (config.enable_nftables and V >= (0, 28, 0)):
+        return
+    for enabled, name in (
+        (config.enable_ipv4, "bridge-nf-call-iptables"),
+        (config.enable_ipv6, "bridge-nf-call-ip6tables"),
+    ):
+        path = os.path.join(PROC_SYS, "net", "bridge", name)
+        if enabled and not os.path.exists(path):
+            log("E", f"Failed to check br_netfilter: stat {path}: no such file or directory")
+            raise Exit(1)
+
+
+def run(argv0, argv):
+    flags = FlagSet(argv0)
+    flags.parse(argv)
+    if flags["version"]:
+        sys.stderr.write(VERSION + "\n")
+        sys.stderr.flush()
+        return 0
+    error = flags.from_env("FLANNELD")
+    if error:
+        log("E", "Failed to set flag FLANNELD from env" + error)
+    margin = flags["subnet-lease-renew-margin"]
+    if margin >= 24 * 60 or margin <= 0:
+        log("E", "Invalid subnet-lease-renew-margin option, out of acceptable range")
+        return 1
+    if flags["kube-subnet-mgr"]:
+        log("W", "test stand-in: --kube-subnet-mgr is not implemented; using etcd")
+    subnet_file = flags["subnet-file"]
+    prev = read_subnet_file(subnet_file, "FLANNEL_SUBNET", ipaddress.IPv4Network)
+    prev6 = read_subnet_file(subnet_file, "FLANNEL_IPV6_SUBNET", ipaddress.IPv6Network)
+    try:
+        context = tls_context(flags["etcd-cafile"], flags["etcd-certfile"], flags["etcd-keyfile"])
+    except ValueError as exc:
+        log("E", f"Failed to create SubnetManager: {exc}")
+        return 1
+    etcd = Etcd(flags["etcd-endpoints"], context, flags["etcd-prefix"])
+    log("I", f"Created subnet manager: Etcd Local Manager with Previous Subnet: {prev or 'None'}")
+    log("I", "Installing signal handlers")
 
     def on_signal(signum, frame):
-        stop["now"] = True
-        raise SystemExit(0)
+        log("I", "shutdownHandler sent cancel signal...")
+        raise Exit(0)
+
+    def on_cap(signum, frame):
+        log("E", f"test stand-in: FLANNEL_STANDIN_MAX_SECONDS={MAX_SECONDS:g} reached, exiting")
+        raise Exit(0)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGALRM, on_cap)
+    signal.setitimer(signal.ITIMER_REAL, MAX_SECONDS)
 
-    name, address = pick_iface(args.iface)
-    public_ip = args.public_ip or address
-    log(f"using interface {name} with address {address} (public ip {public_ip})")
-    etcd = Etcd(
-        args.etcd_endpoints,
-        tls_context(args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile),
-        args.etcd_cafile,
-    )
-    config_key = args.etcd_prefix + "/config"
-    raw = wait_for(f"the network config at {config_key}", lambda: etcd.get(config_key)[0], stop)
-    network = Network(raw)
-    backend_data = (
-        {"VNI": network.vni, "VtepMAC": iface_mac(name)} if network.backend == "vxlan" else None
-    )
-    subnet, reused = claim(etcd, args.etcd_prefix, network, public_ip, backend_data, stop)
-    log(
-        "{} lease {} ({})".format(
-            "reusing" if reused else "acquired", subnet, lease_key(args.etcd_prefix, subnet)
-        )
-    )
-    mtu = iface_mtu(name) - OVERHEAD.get(network.backend, 0)
-    write_subnet_env(SUBNET_ENV, network, subnet, mtu, args.ip_masq)
-    log(f"wrote {SUBNET_ENV}: subnet {subnet}, mtu {mtu}, backend {network.backend}")
-    notify(f"READY=1\nSTATUS=lease {subnet}")
-    while not stop["now"]:
-        signal.pause()
-    return 0
-
-
-def main(argv=None):
+    config = get_config(etcd)
+    if not config.enable_ipv4 and not config.enable_ipv6:
+        log("E", "none defined stack")
+        return 1
+    br_netfilter(config)
+    ext = pick_iface(flags, config.enable_ipv4, config.enable_ipv6)
+    backend = config.backend_type.lower()
+    if backend not in BACKENDS:
+        log("E", f"Error fetching backend: unknown backend type: {config.backend_type}")
+        return 1
+    attrs = {
+        "PublicIP": str(ext.addr or "0.0.0.0"),
+        "PublicIPv6": str(ext.addr6) if ext.addr6 else None,
+        "BackendType": backend,
+    }
+    if backend == "vxlan":
+        data = {"VNI": config.vni, "VtepMAC": iface_mac(ext.name)}
+        if ext.addr:
+            attrs["BackendData"] = data
+        if ext.addr6:
+            attrs["BackendV6Data"] = data
+    report = Reporter()
+    sn, sn6 = acquire(etcd, config, attrs, prev, prev6, report)
+    mtu = iface_mtu(ext.name) - OVERHEAD.get(backend, 0)
     try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except Fatal as exc:
-        log(f"error: {exc}")
+        write_subnet_file(subnet_file, config, flags["ip-masq"], sn, sn6, mtu)
+        log("I", f"Wrote subnet file to {subnet_file}")
+    except OSError as exc:
+        log("W", f"Failed to write subnet file: {exc}")
+    log("I", "Running backend.")
+    notify("READY=1")
+    renew_at = time.monotonic() + SUBNET_TTL - margin * 60
+    while True:
+        time.sleep(max(0.0, min(60.0, renew_at - time.monotonic())))
+        if time.monotonic() >= renew_at:
+            retrying(report, etcd.write, sn, sn6, attrs, False)
+            log("I", "Lease renewed", "local_manager.go")
+            renew_at = time.monotonic() + SUBNET_TTL - margin * 60
+
+
+def main():
+    # run by the ELF launcher as `python3 -I -c SCRIPT argv0 ARGS...`, or as a plain script
+    if sys.argv[0] == "-c" and len(sys.argv) > 1:
+        argv0, argv = sys.argv[1], sys.argv[2:]
+    else:
+        argv0, argv = sys.argv[0], sys.argv[1:]
+    try:
+        return run(argv0, argv)
+    except Exit as exc:
         return exc.code
     except KeyboardInterrupt:
         return 0
