@@ -45,7 +45,7 @@ def main() -> None:
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as under make
     try:
         (work / "rel" / VERSION).mkdir(parents=True)
-        asset = standin.build(work / "rel" / VERSION / "flanneld-amd64")
+        asset = standin.build(work / "rel" / VERSION / "flanneld-amd64", version=VERSION)
         lock.write(work / "release.lock", {VERSION: {"flanneld-amd64": sha256_file(asset)}})
         config = work / "node.toml"
         config.write_text(

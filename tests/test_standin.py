@@ -623,6 +623,25 @@ def _(t: Ctx) -> None:
     t.fatal(agent, "failed to find IPv4 address for interface lo")
 
 
+@case("9-iface-can-reach")
+def _(t: Ctx) -> None:
+    t.config()
+    agent = t.run(iface="--iface-can-reach=127.0.0.1")
+    assert agent.ready() == "READY=1"
+    [(value, _)] = leases(t.kv, t.prefix).values()
+    assert value["PublicIP"] == "127.0.0.1"
+
+
+@case("hook-safety-cap-ends-a-leaked-stand-in")
+def _(t: Ctx) -> None:
+    [port] = free_ports(1)
+    agent = t.run(
+        endpoints=[f"https://127.0.0.1:{port}"], env={"FLANNEL_STANDIN_MAX_SECONDS": "1.5"}
+    )
+    assert agent.exit_code(10) == 0
+    assert "FLANNEL_STANDIN_MAX_SECONDS=1.5 reached" in agent.stderr()
+
+
 @case("10-lease-24h-ttl-and-reuse-from-subnet-file")
 def _(t: Ctx) -> None:
     t.config()

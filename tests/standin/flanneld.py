@@ -718,7 +718,22 @@ def lookup_ext_iface(ifname, regex, can_reach, v4, v6, public_ip, public_ipv6):
                 f"Could not match pattern {regex} to any of the available network interfaces"
             )
     elif can_reach:
-        raise ValueError("the test stand-in does not implement --iface-can-reach")
+        log("I", f"Determining interface to use based on given ifcanreach: {can_reach}", "match.go")
+        try:
+            target = ipaddress.ip_address(can_reach)
+            family = socket.AF_INET if target.version == 4 else socket.AF_INET6
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:  # `ip route get`: no packet
+                probe.connect((str(target), 9))
+                source = ipaddress.ip_address(probe.getsockname()[0].split("%")[0])
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"failed to get ifcanreach based interface: {exc}") from None
+        name = iface_by_ip(source)
+        if name is None:
+            raise ValueError(f"failed to get ifcanreach based interface: no interface has {source}")
+        if source.version == 4:
+            addr = source
+        else:
+            addr6 = source
     else:
         log("I", "Determining IP address of default interface", "match.go")
         name = default_iface(v6=not v4)
