@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 # at every step (~0.1 s each). __pycache__ is ignored by git.
 unexport PYTHONDONTWRITEBYTECODE
 
-# Debian packages the steps and the tests use for real (see shared LAB-NOTES for why each).
+# Debian packages the steps and the tests use for real (the README says what each is for).
 APT_PACKAGES := ca-certificates git openssl gcc dash shellcheck systemd \
 	etcd-server etcd-client cloud-init cloud-image-utils \
 	rpm createrepo-c dnf gnupg rpmlint busybox-static cpio \

@@ -20,8 +20,9 @@ from .errors import ConfigError, IntegrityError
 HEADER = """\
 # release.lock: sha256 of every flannel release asset flannelnode accepts. This is the trust root.
 # flannel publishes no checksums or signatures; every pin here was either copied from public pins
-# (shared/flannel-pins.tsv) or recorded by `build.py lock` on first use. Review changes like code:
-# a pin that changes for an existing asset is a supply-chain alarm, never a routine update.
+# of flannel's bare binaries (a public Salt formula's pillar) or recorded by `build.py lock` on
+# first use. Review changes like code: a pin that changes for an existing asset is a supply-chain
+# alarm, never a routine update.
 """
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
