@@ -1,9 +1,9 @@
 """A thin driver over `packer -machine-readable` (Debian's Packer 1.6.6 and later).
 
 Why not a PyPI wrapper: python-packer 0.1.2 is broken on Python 3.11 and Packer 1.6, packer.py
-0.3.0 buffers all output until exit; neither is maintained. Packer's machine-readable output is a stable
-CSV-like stream, `timestamp,target,type,data...`, commas in data written as %!(PACKER_COMMA) and
-newlines as a literal backslash-n, so a small parser is all it takes.
+0.3.0 buffers all output until exit; neither is maintained. Packer's machine-readable output is a
+stable CSV-like stream, `timestamp,target,type,data...`, commas in data written as
+%!(PACKER_COMMA) and newlines as a literal backslash-n, so a small parser is all it takes.
 
 Every wait is bounded: a build that outlives its timeout gets SIGINT (Packer then cleans up its
 containers and output directories), then SIGKILL for the whole process group.
