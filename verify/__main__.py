@@ -11,6 +11,7 @@ from flannelnode.errors import FlannelnodeError
 
 from .containers import client, remove_all
 from .etcd import DEFAULT_TOOLS_BASE
+from .lab import LATE_ETCD_DELAY, LATE_ETCD_MAX_DELAY
 from .runner import run
 
 
@@ -28,7 +29,16 @@ def parser() -> argparse.ArgumentParser:
         "--privileged",
         action="store_true",
         help="run nodes with --privileged (fails where CAP_SYS_RESOURCE is not available; the "
-        "default is the capability set from LAB-NOTES)",
+        "default is a capability set that works without it)",
+    )
+    p.add_argument(
+        "--late-etcd-delay",
+        type=float,
+        default=LATE_ETCD_DELAY,
+        metavar="SECONDS",
+        help="the late-etcd check: two extra nodes boot against an etcd that starts only this "
+        f"long after they booted, and must come up on flannel by themselves (default "
+        f"{LATE_ETCD_DELAY:g}, at most {LATE_ETCD_MAX_DELAY:g})",
     )
     p.add_argument(
         "--tools-base",
@@ -74,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             tools_base=args.tools_base,
             out_dir=args.out,
             pytest_args=tuple(args.pytest_args),
+            late_etcd_delay=args.late_etcd_delay,
         )
     except FlannelnodeError as exc:
         print(f"verify: {exc}", file=sys.stderr)

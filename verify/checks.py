@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shlex
 from typing import Any
 
 SUBNET_ENV = "/run/flannel/subnet.env"
 DOCKER_ENV = "/run/flannel/docker"
 DOCKER_KEY = "DOCKER_NETWORK_OPTIONS"
+NESTED_IMAGE = "flannelnode-verify/busybox:1"
+BUSYBOX = "/usr/local/share/flannelnode-verify/busybox"  # the lab puts it into every node
+# how a TLS failure against etcd reads in flanneld's journal: Go's crypto/x509 wording, also
+# when wrapped by the etcd client ("authentication handshake failed: x509: ...")
+TLS_CA_ERROR = re.compile(r"x509: .*unknown authority")
 
 
 def env_file(machine: Any, path: str) -> dict[str, str]:
@@ -38,18 +44,47 @@ def dockerd_args(machine: Any) -> list[str]:
     return raw.splitlines()
 
 
-def leases(lab: Any) -> dict[str, dict[str, Any]]:
-    """{lease network: kv record with the JSON value parsed} under <prefix>/subnets/."""
+def leases(lab: Any, etcd: Any = None) -> dict[str, dict[str, Any]]:
+    """{lease network: kv record with the JSON value parsed} under <prefix>/subnets/ in the
+    lab's etcd (or the one given)."""
     prefix = lab.config.etcd.prefix
     out = {}
-    for kv in lab.etcd.get_prefix(f"{prefix}/subnets/"):
+    for kv in (etcd or lab.etcd).get_prefix(f"{prefix}/subnets/"):
         name = kv["key"].rsplit("/", 1)[-1]
         address, _, length = name.partition("-")
         out[f"{address}/{length}"] = {**kv, "value": json.loads(kv["value"])}
     return out
 
 
+def lease_values(lab: Any, etcd: Any = None) -> dict[str, dict[str, Any]]:
+    """{lease network: its value}: what a lease says, without the revisions (flanneld rewrites
+    the lease it reuses, with a fresh TTL, at every start)."""
+    return {net: kv["value"] for net, kv in leases(lab, etcd).items()}
+
+
 def node_ip(node: Any) -> str:
     node.container.reload()
     networks = node.container.attrs["NetworkSettings"]["Networks"]
     return next(iter(networks.values()))["IPAddress"]
+
+
+def units(machine: Any, *names: str, props: str = "ActiveState,SubState,MainPID,NRestarts") -> dict:
+    """{unit: {property: value}} from one `systemctl show`."""
+    out = machine.check_output(f"systemctl show -p {props} {' '.join(names)}")
+    result: dict[str, dict[str, str]] = {}
+    blocks = out.strip().split("\n\n")
+    for name, block in zip(names, blocks, strict=True):
+        result[name] = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+    return result
+
+
+def nested_image(machine: Any) -> str:
+    """The busybox image for nested containers, imported into the node's docker once."""
+    machine.check_output(
+        f"set -e; if ! docker image inspect {NESTED_IMAGE} >/dev/null 2>&1; then "
+        "root=$(mktemp -d); mkdir -p $root/bin; "
+        f"cp {BUSYBOX} $root/bin/busybox; "
+        "for a in sh ip cat sleep; do ln -s busybox $root/bin/$a; done; "
+        f"tar -C $root -c . | docker import - {NESTED_IMAGE} >/dev/null; rm -rf $root; fi"
+    )
+    return NESTED_IMAGE

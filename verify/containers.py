@@ -42,7 +42,7 @@ def client(timeout: int = 120) -> docker.DockerClient:
 class Profile:
     """How node containers run: systemd as PID 1 with its own dockerd inside.
 
-    The default is the capability set from LAB-NOTES: `--privileged` fails on hosts whose
+    The default is a capability set that works everywhere: `--privileged` fails on hosts whose
     bounding set lacks CAP_SYS_RESOURCE (Firecracker VMs, some CI runners); `privileged=True`
     is for hosts where it works."""
 

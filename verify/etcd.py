@@ -113,6 +113,18 @@ class Etcd:
     def logs(self, lines: int = 30) -> str:
         return self.container.logs(tail=lines).decode(errors="replace")
 
+    def start(self, timeout: float = 60) -> None:
+        """Start the container and wait until etcd answers /health over TLS."""
+        self.container.start()
+
+        def up() -> bool:
+            self.container.reload()
+            if self.container.status == "exited":
+                raise VerifyError(f"etcd exited at start:\n{self.logs()}")
+            return self.healthy()
+
+        wait_for(f"etcd at {self.endpoint} to be healthy", up, timeout)
+
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
@@ -128,7 +140,7 @@ def _decode(kv: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def start(
+def create(
     c: docker.DockerClient,
     image: str,
     name: str,
@@ -136,8 +148,9 @@ def start(
     ip: str,
     pki: Pki,
     run_id: str,
-    timeout: float = 60,
+    hostname: str = "etcd",
 ) -> Etcd:
+    """The etcd container with its certificates in place, not started (Etcd.start)."""
     files = {
         f"{PKI_DIR}/{n}": (p.read_bytes(), 0o600)
         for n, p in (
@@ -150,7 +163,7 @@ def start(
     container = c.containers.create(
         image,
         name=name,
-        hostname="etcd",
+        hostname=hostname,
         labels={LABEL: run_id},
         detach=True,
         command=[
@@ -169,14 +182,19 @@ def start(
         networking_config={network: c.api.create_endpoint_config(ipv4_address=ip)},
     )
     put_files(container, files)
-    container.start()
-    etcd = Etcd(container, ip, pki)
+    return Etcd(container, ip, pki)
 
-    def up() -> bool:
-        container.reload()
-        if container.status == "exited":
-            raise VerifyError(f"etcd exited at start:\n{etcd.logs()}")
-        return etcd.healthy()
 
-    wait_for(f"etcd at {url} to be healthy", up, timeout)
+def start(
+    c: docker.DockerClient,
+    image: str,
+    name: str,
+    network: str,
+    ip: str,
+    pki: Pki,
+    run_id: str,
+    timeout: float = 60,
+) -> Etcd:
+    etcd = create(c, image, name, network, ip, pki, run_id)
+    etcd.start(timeout)
     return etcd

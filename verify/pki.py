@@ -1,5 +1,6 @@
 """Throwaway etcd TLS material for a verify run: a CA, etcd's server certificate, a client
-certificate, and a second CA that signs nothing (the "wrong CA" a broken node is given).
+certificate, and a second CA that signs nothing (the "wrong CA" a broken node is given);
+server_cert() adds the certificate of a second etcd (the late one) from the same CA.
 
 Made with the openssl CLI, EC P-256, valid for two days. Nothing here is ever put into an image:
 the client key reaches the nodes only through their cloud-init user-data, as in production.
@@ -87,12 +88,15 @@ def make(directory: Path, server_hosts: list[str]) -> Pki:
     tool = OpenSSL(directory)
     ca = tool.ca("ca")
     wrong = tool.ca("wrong-ca")
-    server = tool.leaf(
-        "server",
-        "ca",
-        f"subjectAltName={_san(server_hosts)}\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )
+    server = server_cert(directory, "server", server_hosts)
     client = tool.leaf(
         "client", "ca", "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n"
     )
     return Pki(ca, *server, *client, wrong)
+
+
+def server_cert(directory: Path, name: str, hosts: list[str]) -> tuple[Path, Path]:
+    """Another etcd server certificate (and key) from the CA that make() put in directory."""
+    return OpenSSL(directory).leaf(
+        name, "ca", f"subjectAltName={_san(hosts)}\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )

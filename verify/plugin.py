@@ -86,6 +86,17 @@ class LabPlugin:
                 else (samples[len(samples) // 2 - 1] + samples[len(samples) // 2]) / 2
             )
             lines.append(f"  median {median:.2f} s over {len(samples)} boots")
+        late = [n for n in lab.nodes.values() if n.role == "late"]
+        if late and lab.late_etcd_started_at is not None:
+            booted = max(n.booted_at for n in late)
+            lines += [
+                "",
+                f"late etcd: started {lab.late_etcd_started_at - booted:.0f} s after the late "
+                f"nodes booted (delay {lab.late_etcd_delay:g} s); docker active after it:",
+            ]
+            for node in late:
+                shown = f"{node.after_etcd:.2f} s" if node.after_etcd is not None else "never"
+                lines.append(f"  {node.name}: {shown}")
         lines.append("")
         lines.append(
             f"{len(self.results) - failed} of {len(self.results)} checks passed"
@@ -93,3 +104,11 @@ class LabPlugin:
             + f" in {time.monotonic() - self.started:.0f} s"
         )
         return "\n".join(lines) + "\n"
+
+
+def lab_of(config: pytest.Config) -> Lab:
+    """The lab of this pytest session, for fixtures wider than a function (`lab` is one)."""
+    for plugin in config.pluginmanager.get_plugins():
+        if isinstance(plugin, LabPlugin):
+            return plugin._lab
+    raise RuntimeError("the verify checks run only through verify.run (python -m verify)")

@@ -15,14 +15,24 @@ from flannelnode.payload import MANIFEST, payload_dir
 
 from .containers import Profile, VerifyError
 from .etcd import DEFAULT_TOOLS_BASE
-from .lab import Lab
+from .lab import LATE_ETCD_DELAY, Lab
 from .plugin import LabPlugin
 
 HERE = Path(__file__).resolve().parent
-# in this order: read-only checks first, then the ones that restart things
-CHECKS = ["test_image.py", "test_node.py", "test_wrong_ca.py", "test_restart.py"]
+# in this order: read-only checks first, then the ones that restart things, and last the late
+# etcd, whose delay runs from the first boot on, overlapping everything before it
+CHECKS = [
+    "test_image.py",
+    "test_node.py",
+    "test_wrong_ca.py",
+    "test_restart.py",
+    "test_late_etcd.py",
+]
 GOOD_NODES = ("node1", "node2")
 BAD_NODE = "wrong-ca"
+# late1 boots for the first time (its seeder waits for etcd); late2 was seeded before (its
+# seed unit is skipped, flanneld itself waits for etcd), as every node after a power-on
+LATE_NODES = (("late1", False), ("late2", True))
 EXIT_SETUP = 1
 
 
@@ -36,11 +46,13 @@ def run(
     tools_base: str = DEFAULT_TOOLS_BASE,
     out_dir: Path | None = None,
     pytest_args: tuple[str, ...] = (),
+    late_etcd_delay: float = LATE_ETCD_DELAY,
     log: Any = print,
 ) -> int:
     """Verify `image` (a local image name or id) built from `config` and the payload in
     build_dir. Returns pytest's exit code (0: every check passed). Writes junit.xml,
-    summary.txt and lab.json to out_dir (default <build_dir>/verify/<image tag>)."""
+    summary.txt and lab.json to out_dir (default <build_dir>/verify/<image tag>).
+    late_etcd_delay: seconds between the late nodes' boot and the start of their etcd."""
     manifest = payload_dir(build_dir, arch) / MANIFEST
     if not manifest.exists():
         raise VerifyError(f"{manifest} is missing: run `build.py payload` for {arch} first")
@@ -48,9 +60,17 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with Lab(image, config, profile=Profile(privileged), tools_base=tools_base, log=log) as lab:
+        with Lab(
+            image,
+            config,
+            profile=Profile(privileged),
+            tools_base=tools_base,
+            late_etcd_delay=late_etcd_delay,
+            log=log,
+        ) as lab:
             lab.manifest = manifest
             nodes = [lab.add_node(n) for n in GOOD_NODES] + [lab.add_node(BAD_NODE, wrong_ca=True)]
+            nodes += [lab.add_node(n, late=True, seeded_before=s) for n, s in LATE_NODES]
             log(f"{lab.run_id}: booting {', '.join(n.name for n in nodes)} from {image}")
             lab.start(nodes)
             lab.describe(out / "lab.json")

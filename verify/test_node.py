@@ -16,11 +16,9 @@ from .checks import (
     env_file,
     lease_network,
     leases,
+    nested_image,
     node_ip,
 )
-
-NESTED_IMAGE = "flannelnode-verify/busybox:1"
-BUSYBOX = "/usr/local/share/flannelnode-verify/busybox"
 
 
 def test_boots_to_docker_running(node: Any) -> None:
@@ -104,15 +102,9 @@ def test_docker0_carries_the_lease(machine: Any) -> None:
 
 def test_nested_container_on_the_lease(machine: Any) -> None:
     env = env_file(machine, SUBNET_ENV)
-    machine.check_output(
-        f"set -e; if ! docker image inspect {NESTED_IMAGE} >/dev/null 2>&1; then "
-        "root=$(mktemp -d); mkdir -p $root/bin; "
-        f"cp {BUSYBOX} $root/bin/busybox; "
-        "for a in sh ip cat; do ln -s busybox $root/bin/$a; done; "
-        f"tar -C $root -c . | docker import - {NESTED_IMAGE} >/dev/null; rm -rf $root; fi"
-    )
+    image = nested_image(machine)
     out = machine.check_output(
-        f"timeout 60 docker run --rm {NESTED_IMAGE} "
+        f"timeout 60 docker run --rm {image} "
         "sh -c 'ip -4 -o addr show dev eth0; cat /sys/class/net/eth0/mtu'"
     )
     address = ipaddress.ip_interface(out.split(" inet ")[1].split()[0])
