@@ -108,6 +108,9 @@ if [ "$family" = deb ]; then
 	sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' /etc/locale.gen
 	grep -q '^en_US.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' >>/etc/locale.gen
 	locale-gen
+	# and made the system default: cloud-init regenerates every locale (locale-gen, half a minute
+	# of CPU on a small node, while docker starts) when /etc/default/locale sets no LANG
+	update-locale LANG=en_US.UTF-8
 fi
 
 # -- 3. enable the services (works without a running systemd: it only places symlinks)
