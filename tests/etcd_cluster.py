@@ -18,6 +18,7 @@ import subprocess
 import time
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,18 +113,21 @@ class _OpenSSL(OpenSSL):
         return self.dir / f"{name}.pem", self.dir / f"{name}-key.pem"
 
 
-def make_certs(directory: Path) -> Certs:
+def make_certs(directory: Path, extra_ips: Sequence[str] = ()) -> Certs:
+    """extra_ips: more addresses the server certificate is valid for (a VM reaches the host's
+    127.0.0.1 as 10.0.2.2 through qemu's user-mode network)."""
     directory.mkdir(parents=True, exist_ok=True)
     tool = _OpenSSL(directory)
     client_ext = "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n"
     tool.ca("ca")
     tool.ca("other-ca")
+    sans = [f"IP:{HOST}", "DNS:localhost", *(f"IP:{ip}" for ip in extra_ips)]
     # one certificate serves the client and peer listeners: etcd's gRPC gateway and its peers
     # also dial with it, so it needs clientAuth too
     server = tool.leaf(
         "server",
         "ca",
-        f"subjectAltName=IP:{HOST},DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+        f"subjectAltName={','.join(sans)}\nextendedKeyUsage=serverAuth,clientAuth\n",
     )
     client = tool.leaf("client", "ca", client_ext)
     other = tool.leaf("other-client", "other-ca", client_ext)
@@ -156,10 +160,10 @@ class Member:
 
 
 class EtcdCluster:
-    def __init__(self, workdir: Path, size: int = 3) -> None:
+    def __init__(self, workdir: Path, size: int = 3, extra_ips: Sequence[str] = ()) -> None:
         self.etcd = require_tool("etcd")
         self.workdir = workdir
-        self.certs = make_certs(workdir / "pki")
+        self.certs = make_certs(workdir / "pki", extra_ips)
         ports = free_ports(2 * size)
         self.members = [
             Member(
