@@ -88,3 +88,30 @@ def test_run_refuses_an_unstaged_payload(tmp_path: Path) -> None:
 
     with pytest.raises(VerifyError, match=r"run `build\.py payload`"):
         run("any-image", Config(), tmp_path / "build")
+
+
+def test_late_etcd_certificate_from_the_same_ca(tmp_path: Path) -> None:
+    p = pki.make(tmp_path / "pki", ["10.213.7.2"])
+    cert, key = pki.server_cert(tmp_path / "pki", "server-late", ["10.213.7.250", "etcd-late"])
+    text = subprocess.run(
+        ["openssl", "x509", "-noout", "-text", "-in", str(cert)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "IP Address:10.213.7.250" in text and "DNS:etcd-late" in text
+    ok = subprocess.run(["openssl", "verify", "-CAfile", str(p.ca), str(cert)], check=False)
+    assert ok.returncode == 0 and key.exists()
+
+
+def test_late_etcd_delay_is_an_option_with_bounds() -> None:
+    from flannelnode.config import Config
+    from verify.__main__ import parser
+    from verify.lab import LATE_ETCD_DELAY, Lab, _lower_half
+
+    assert LATE_ETCD_DELAY == 180
+    assert parser().parse_args([]).late_etcd_delay == LATE_ETCD_DELAY
+    assert parser().parse_args(["--late-etcd-delay", "95"]).late_etcd_delay == 95
+    assert "--late-etcd-delay" in parser().format_help()
+    for bad in (-1, 601):
+        with pytest.raises(VerifyError, match="late etcd delay"):
+            Lab("any-image", Config(), late_etcd_delay=bad)
+    assert _lower_half("10.213.7.0/24") == "10.213.7.0/25"  # etcd-late's .250 is never handed out
