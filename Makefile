@@ -113,11 +113,11 @@ test: deps docker-up ## run the test suite (real etcd, docker, packer, qemu, rpm
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
-test-quick: deps docker-up ## the suite without the slow qcow2 build-and-boot test (~5 min less)
+test-quick: deps docker-up ## the suite without the slow qcow2 build-and-boot test (~4 min less)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not slow"
 
-BENCHES ?= fetch payload rpm seed images
+BENCHES ?= fetch payload rpm seed images vm
 
 bench: deps ## print performance figures (medians over several runs); BENCHES=fetch to pick
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
