@@ -4,6 +4,7 @@ Real Packer, Docker and QEMU. The base (debootstrap from the Debian mirror) is b
 build/base/ of the checkout, shared with `make base`; every other output goes to tmp dirs. The
 flanneld inside the docker image is the test stand-in (tests/standin), served and pinned like a
 real release; the image is then booted by the verify harness (verify/) against a real etcd.
+The qcow2 boots in qemu (tests/vm.py) against a real etcd on this host's loopback.
 """
 
 from __future__ import annotations
@@ -368,26 +369,30 @@ def test_qemu_target_first_boot_brings_docker_up_on_flannel(
     assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".qemu.")]
     disk = Path(qemu.path)
 
-    with EtcdCluster(tmp_path / "etcd", size=1, extra_ips=[vm.GUEST_HOST_IP]) as etcd:
-        node_cfg = _vm_node_config(cfg, etcd)
-        oracle = etcd.oracle()
-        prefix = cfg.etcd.prefix
-        machine = _boot(disk, node_cfg, etcd, tmp_path, "good")
-        try:
-            _check_first_boot(machine, cfg, oracle, prefix)
-        finally:
-            machine.close()
+    old = tmp_path / "old-payload.raw"
+    try:
+        with EtcdCluster(tmp_path / "etcd", size=1, extra_ips=[vm.GUEST_HOST_IP]) as etcd:
+            node_cfg = _vm_node_config(cfg, etcd)
+            oracle = etcd.oracle()
+            prefix = cfg.etcd.prefix
+            machine = _boot(disk, node_cfg, etcd, tmp_path, "good")
+            try:
+                _check_first_boot(machine, cfg, oracle, prefix)
+            finally:
+                machine.close()
 
-        # -- the old payload: nothing of ours loads br_netfilter, and flanneld refuses to start
-        oracle.delete_prefix(prefix + "/")
-        old = vm.without_module_loading(disk, tmp_path / "old-payload.raw")
-        machine = _boot(old, node_cfg, etcd, tmp_path, "old")
-        try:
-            _check_old_payload_fails(machine, oracle, prefix)
-        finally:
-            machine.close()
-        old.unlink()
-    shutil.rmtree(project.build / "images" / "qemu", ignore_errors=True)
+            # -- the old payload: nothing of ours loads br_netfilter; flanneld refuses to start
+            oracle.delete_prefix(prefix + "/")
+            vm.without_module_loading(disk, old)
+            machine = _boot(old, node_cfg, etcd, tmp_path, "old")
+            try:
+                _check_old_payload_fails(machine, oracle, prefix)
+            finally:
+                machine.close()
+    finally:  # gigabytes: not left in pytest's kept tmp dirs, also not after a failure
+        for big in (old, *tmp_path.glob("*/overlay.qcow2")):
+            big.unlink(missing_ok=True)
+        shutil.rmtree(project.build / "images" / "qemu", ignore_errors=True)
 
 
 def _check_first_boot(machine: vm.Vm, cfg: config.Config, oracle, prefix: str) -> None:
