@@ -76,7 +76,8 @@ def qcow2(cfg: config_mod.Config, work: Path) -> Path:
 def boot_once(disk: Path, cfg, etcd: EtcdCluster, tmp: Path, key: Path, public: str, i: int):
     tls = userdata.TlsFiles(etcd.certs.ca, etcd.certs.cert, etcd.certs.key)
     iso, _ = vm.seed_iso(vm.user_data(cfg, tls, public), tmp, f"bench{i}")
-    with vm.Vm(disk, tmp / f"boot{i}", iso, key) as machine:
+    ports = (etcd.members[0].client_port,)
+    with vm.Vm(disk, tmp / f"boot{i}", iso, key, host_ports=ports) as machine:
         machine.wait_ssh(DOCKER_TIMEOUT)
         machine.wait_for(
             "docker.service active",

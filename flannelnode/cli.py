@@ -197,6 +197,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--user-data", type=Path, help="default: <build-dir>/userdata/user-data")
     p.add_argument("-o", "--output", type=Path, help="default: <build-dir>/userdata/seed.iso")
     p.add_argument("--instance-id", default="flannelnode-node", help="NoCloud instance-id")
+    p.add_argument(
+        "--network-config",
+        type=Path,
+        help="cloud-init network config (v1 or v2 YAML) for the node, e.g. a static address; "
+        "default: DHCP on the first interface",
+    )
     p.set_defaults(run=_seed_iso)
 
     p = steps.add_parser("config", parents=[common], help="print the validated config as JSON")
@@ -363,7 +369,10 @@ def _seed_iso(args: argparse.Namespace, reporter: Reporter) -> int:
     if not source.is_file():
         raise ConfigError(f"{source}: no user-data; run `build.py userdata` first")
     out = args.output or args.build_dir / "userdata" / "seed.iso"
-    print(userdata.seed_iso(source, out, args.instance_id))
+    network = args.network_config
+    if network is not None and not network.is_file():
+        raise ConfigError(f"--network-config {network}: no such file")
+    print(userdata.seed_iso(source, out, args.instance_id, network))
     return 0
 
 

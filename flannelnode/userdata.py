@@ -129,8 +129,11 @@ def write(text: str, out: Path) -> Path:
     return atomic.write_text(out, text, mode=0o600)  # it holds a private key
 
 
-def seed_iso(user_data: Path, out: Path, instance_id: str) -> Path:
-    """A NoCloud `cidata` ISO (user-data + meta-data) for qemu boots, via cloud-localds."""
+def seed_iso(
+    user_data: Path, out: Path, instance_id: str, network_config: Path | None = None
+) -> Path:
+    """A NoCloud `cidata` ISO (user-data + meta-data, and network-config when given: cloud-init's
+    v1/v2 network config, e.g. a static address) for qemu/KVM boots, via cloud-localds."""
     require("cloud-localds")
     tool = "cloud-localds"
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,7 +141,14 @@ def seed_iso(user_data: Path, out: Path, instance_id: str) -> Path:
         meta.write_text(f"instance-id: {instance_id}\nlocal-hostname: {instance_id}\n")
         part = Path(tmp) / "seed.iso"
         proc = subprocess.run(
-            [tool, "--disk-format=raw", str(part), str(user_data), str(meta)],
+            [
+                tool,
+                "--disk-format=raw",
+                *([f"--network-config={network_config}"] if network_config else []),
+                str(part),
+                str(user_data),
+                str(meta),
+            ],
             capture_output=True,
             text=True,
             check=False,

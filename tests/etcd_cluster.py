@@ -115,7 +115,7 @@ class _OpenSSL(OpenSSL):
 
 def make_certs(directory: Path, extra_ips: Sequence[str] = ()) -> Certs:
     """extra_ips: more addresses the server certificate is valid for (a VM reaches the host's
-    127.0.0.1 as 10.0.2.2 through qemu's user-mode network)."""
+    127.0.0.1 as 10.0.2.100 through qemu's user-mode network)."""
     directory.mkdir(parents=True, exist_ok=True)
     tool = _OpenSSL(directory)
     client_ext = "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n"

@@ -332,7 +332,7 @@ def _boot(disk: Path, node_cfg: config.Config, etcd: EtcdCluster, work: Path, na
     key, public = vm.ssh_keypair(work / "ssh")
     tls = userdata.TlsFiles(etcd.certs.ca, etcd.certs.cert, etcd.certs.key)
     iso, _ = vm.seed_iso(vm.user_data(node_cfg, tls, public), work, name)
-    machine = vm.Vm(disk, work / name, iso, key)
+    machine = vm.Vm(disk, work / name, iso, key, host_ports=(etcd.members[0].client_port,))
     machine.start()
     return machine
 
@@ -344,7 +344,8 @@ def test_qemu_target_first_boot_brings_docker_up_on_flannel(
     """The qcow2, built with the stand-in flanneld (v0.27.4, pinned and fetched like a release),
     boots in qemu with its own kernel, gets its user-data from a NoCloud seed ISO made by the
     project's seed-iso code, and reaches a real TLS etcd on this host (127.0.0.1, seen from the
-    guest as 10.0.2.2). Then, inside the VM: the seeder wrote the network config exactly once,
+    guest as 10.0.2.100 through a guestfwd; the guest reaches nothing else). Then, inside the VM:
+    the seeder wrote the network config exactly once,
     br_netfilter was loaded by our modules-load.d file before flanneld (not by docker), our
     sysctls are in effect, flanneld holds a lease for the VM's address, dockerd runs with
     --bip/--mtu from subnet.env. VM start -> docker active is printed.
@@ -358,7 +359,7 @@ def test_qemu_target_first_boot_brings_docker_up_on_flannel(
     files, no modprobe before flanneld; edited offline with debugfs) boots to the failure real
     flanneld >= v0.26 has on a fresh VM: "Failed to check br_netfilter", and no docker.
     """
-    require("qemu-system-x86_64", "qemu-img", "cloud-localds", "ssh", "sfdisk", "debugfs")
+    require("qemu-system-x86_64", "qemu-img", "cloud-localds", "ssh", "sfdisk", "debugfs", "socat")
     cfg = _config(project)
     started = time.monotonic()
     [qemu] = images.build(cfg, project.build, quiet, ("qemu",), base_dir=base_dir)

@@ -138,3 +138,29 @@ def test_seed_iso_is_a_nocloud_cidata_volume(project, certs):
     assert pvd[1:6] == b"CD001"
     assert pvd[40:72].decode().strip().lower() == "cidata"
     assert stat.S_IMODE(iso.stat().st_mode) == 0o600
+    assert _iso_files(iso) == {"/meta-data", "/user-data"}
+
+
+def _iso_files(iso) -> set[str]:
+    listing = subprocess.run(
+        ["isoinfo", "-f", "-R", "-i", str(iso)], capture_output=True, text=True, check=True
+    ).stdout
+    return set(listing.split())
+
+
+def test_seed_iso_carries_a_network_config(project, certs, tmp_path):
+    project.config()
+    assert _userdata(project, certs).rc == 0
+    network = tmp_path / "network-config"
+    network.write_text("version: 2\nethernets:\n  eth0:\n    addresses: [10.9.0.5/24]\n")
+    missing = project.run("seed-iso", "--network-config", str(tmp_path / "none.yaml"))
+    assert missing.rc == 2 and "none.yaml: no such file" in missing.err
+    res = project.run("seed-iso", "--network-config", str(network))
+    assert res.rc == 0, res.err
+    iso = project.build / "userdata" / "seed.iso"
+    assert _iso_files(iso) == {"/meta-data", "/user-data", "/network-config"}
+    extracted = subprocess.run(
+        ["isoinfo", "-R", "-i", str(iso), "-x", "/network-config"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert extracted == network.read_bytes()

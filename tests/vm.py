@@ -4,10 +4,12 @@ The VM has its own kernel, so it shows what containers sharing the host's kernel
 kernel modules our files load, the sysctls they set, the real boot order, cloud-init's NoCloud
 datasource from a seed ISO.
 
-- Network: qemu's user-mode network. The guest reaches the host's 127.0.0.1 as 10.0.2.2 (no
-  packet leaves qemu), so an etcd on the host's loopback serves the VM at https://10.0.2.2:<port>
-  (its server certificate carries IP 10.0.2.2). The host reaches the guest's sshd through a
-  hostfwd from a free 127.0.0.1 port.
+- Network: qemu's user-mode network with `restrict=on`: nothing the guest sends leaves qemu except
+  through the explicit forwards. Each port in `host_ports` is forwarded from 10.0.2.100 in the
+  guest to the host's 127.0.0.1 (a `guestfwd` that runs socat per connection; qemu refuses one on
+  its own gateway 10.0.2.2), so an etcd on the host's loopback serves the VM at
+  https://10.0.2.100:<port> (its server certificate carries that IP).
+  The host reaches the guest's sshd through a hostfwd from a free 127.0.0.1 port.
 - Access: ssh with a per-run key that the user-data authorizes for root, one multiplexed
   connection (ControlMaster) for the polling and for testinfra's ssh backend. ssh rather than
   the serial console: testinfra and verify/checks.py work over it unchanged, commands return
@@ -40,7 +42,21 @@ from flannelnode.config import Config
 
 from .etcd_cluster import _die_with_parent, free_ports
 
-GUEST_HOST_IP = "10.0.2.2"  # qemu user-mode network: the host's loopback, seen from the guest
+# the host's loopback as the guest sees it: a guestfwd address in qemu's user-mode network
+GUEST_HOST_IP = "10.0.2.100"
+GUEST_MAC = "52:54:00:12:34:56"
+# A static address, as many on-premises nodes have: with restrict=on qemu's DHCP offers no router,
+# and flanneld (like real flanneld) needs a default route to pick its interface. The gateway is
+# qemu's; it forwards nothing but the guestfwd ports.
+NETWORK_CONFIG = f"""\
+version: 2
+ethernets:
+  nic0:
+    match:
+      macaddress: "{GUEST_MAC}"
+    addresses: [10.0.2.15/24]
+    gateway4: 10.0.2.2
+"""
 ACCEL_ENV = "FLANNELNODE_QEMU_ACCEL"
 SSH_USER = "root"
 # what a failure report shows from the guest's journal
@@ -102,6 +118,7 @@ class Vm:
         memory_mib: int = 1024,
         cpus: int = 2,
         overlay: bool = True,
+        host_ports: tuple[int, ...] = (),
     ) -> None:
         self.disk, self.workdir, self.seed_iso, self.ssh_key = (
             disk.resolve(),
@@ -110,6 +127,7 @@ class Vm:
             ssh_key,
         )
         self.memory_mib, self.cpus, self.overlay = memory_mib, cpus, overlay
+        self.host_ports = host_ports
         workdir.mkdir(parents=True, exist_ok=True)
         self.serial = workdir / "serial.log"
         self.qemu_log = workdir / "qemu.log"
@@ -142,7 +160,7 @@ class Vm:
             "-serial", f"file:{self.serial}",
             "-drive", f"file={drive},if=virtio,format={fmt}",
             "-drive", f"file={self.seed_iso},media=cdrom,readonly=on",
-            "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+            "-nic", self._nic(),
         ]  # fmt: skip
         self.started_at = time.monotonic()
         with self.qemu_log.open("wb") as log:
@@ -154,6 +172,15 @@ class Vm:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
+
+    def _nic(self) -> str:
+        forwards = [f"hostfwd=tcp:127.0.0.1:{self.port}-:22"] + [
+            f"guestfwd=tcp:{GUEST_HOST_IP}:{port}-cmd:socat - TCP:127.0.0.1:{port}"
+            for port in self.host_ports
+        ]
+        return ",".join(
+            ["user", "model=virtio-net-pci", f"mac={GUEST_MAC}", "restrict=on", *forwards]
+        )
 
     def _write_ssh_config(self) -> None:
         self.ssh_config.write_text(
@@ -293,10 +320,14 @@ class Vm:
 
 
 def seed_iso(text: str, workdir: Path, name: str = "node") -> tuple[Path, str]:
-    """user-data text -> a NoCloud seed ISO with a fresh instance-id (the project's seed-iso)."""
+    """user-data text -> a NoCloud seed ISO with a fresh instance-id and NETWORK_CONFIG (the
+    project's seed-iso)."""
     instance_id = f"flannelnode-vm-{name}-{secrets.token_hex(3)}"
     ud = userdata.write(text, workdir / f"{instance_id}.user-data")
-    return userdata.seed_iso(ud, workdir / f"{instance_id}.iso", instance_id), instance_id
+    network = workdir / f"{instance_id}.network-config"
+    network.write_text(NETWORK_CONFIG)
+    iso = userdata.seed_iso(ud, workdir / f"{instance_id}.iso", instance_id, network)
+    return iso, instance_id
 
 
 # What a node got from flannelnode before it loaded br_netfilter itself (commit dec7ee5 and
