@@ -26,7 +26,7 @@ variable "base_checksum" {
 variable "accelerator" {
   type        = string
   default     = "tcg"
-  description = "kvm where /dev/kvm boots a stock kernel; tcg otherwise (see LAB-NOTES.md)"
+  description = "kvm where /dev/kvm boots a stock kernel; tcg otherwise (some hosts expose a /dev/kvm that hangs a stock kernel)"
 }
 
 variable "cpus" {
@@ -132,7 +132,7 @@ build {
   sources = ["source.qemu.node"]
 
   provisioner "shell" {
-    inline          = ["${var.become} mkdir -p /tmp/flannelnode", "${var.become} chown ${var.ssh_username} /tmp/flannelnode"]
+    inline = ["${var.become} mkdir -p /tmp/flannelnode", "${var.become} chown ${var.ssh_username} /tmp/flannelnode"]
   }
 
   provisioner "file" {

@@ -301,7 +301,7 @@ class EtcdCluster:
         """An etcd3 gRPC client: an implementation independent of the seeder's HTTP gateway code.
 
         etcd3 0.12 has no failover, so it talks to one running member; it needs protobuf's pure
-        Python implementation (LAB-NOTES), set before its first import.
+        Python implementation (its generated code predates protobuf 4), set before its first import.
         """
         os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
         with warnings.catch_warnings():  # etcd3 0.12's generated protobuf code is old
