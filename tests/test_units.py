@@ -442,4 +442,38 @@ def test_generator_unknown_flavour_blocks_docker(
     assert "cannot tell the docker flavour" in result.stderr
     dropin = (out / "docker.service.d/flannel.conf").read_text()
     assert "ExecStartPre=/bin/sh -c" in dropin and "/etc/flannelnode/docker-flavour" in dropin
+    _stub(root, "/bin/false")
+    assert_clean(verify(root, "docker.service"))
+
+
+@pytest.mark.parametrize("content", ["moby-engine\r\n", "  moby-engine \t\n", "moby-engine"])
+def test_generator_reads_a_flavour_file_with_crlf_or_spaces(
+    default_config: config.Config, tmp_path: Path, content: str
+) -> None:
+    root = node_root(tmp_path, default_config, "docker-ce")
+    _write(root, "/etc/flannelnode/docker-flavour", content)
+    out = tmp_path / "gen"
+    result = run_generator(root, out)
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    expected = _content(units.render(default_config), f"{units.DOCKER_DROPIN_DIR}/moby-engine.conf")
+    assert (out / "docker.service.d/flannel.conf").read_text() == expected
+
+
+@pytest.mark.parametrize("content", ["bogus\r\n", "docker-ce\rExecStart=\n", "\x1b[1mx\n", ""])
+def test_generator_fails_closed_on_a_malformed_flavour_file(
+    default_config: config.Config, tmp_path: Path, content: str
+) -> None:
+    """Whatever the file holds, docker gets a drop-in that systemd reads in full and that keeps
+    docker from running without flannel's options (not even its vendor ExecStart)."""
+    root = node_root(tmp_path, default_config, "docker-ce")
+    _write(root, "/etc/flannelnode/docker-flavour", content)
+    out = root / "etc" / "systemd" / "system"
+    result = run_generator(root, out)
+    assert result.returncode == 0
+    dropin = (out / "docker.service.d/flannel.conf").read_text()
+    assert all(c == "\n" or c.isprintable() for c in dropin), repr(dropin)
+    lines = dropin.splitlines()
+    assert lines[lines.index("ExecStart=") + 1] == "ExecStart=/bin/false", dropin
+    assert "ExecStartPre=/bin/sh -c" in dropin and "flannelnode" in dropin
+    _stub(root, "/bin/false")
     assert_clean(verify(root, "docker.service"))
