@@ -74,10 +74,12 @@ else
 	tar -xf "$payload" -C /
 fi
 
-# br_netfilter and the sysctls the payload ships, now as a package install would (a node gets them
-# at every boot anyway). A container build cannot load modules: its host's kernel decides.
-modprobe br_netfilter 2>/dev/null || say "br_netfilter not loaded here (a container build?); nodes load it at boot"
-sysctl -q -p /usr/lib/sysctl.d/90-flannel.conf 2>/dev/null || say "sysctls not applied here; nodes apply them at boot"
+# The kernel modules and sysctls the payload ships (modules-load.d, sysctl.d), now, as the RPM's
+# %post does (a node applies them at every boot anyway). A container build cannot load modules:
+# its host's kernel decides.
+/usr/lib/systemd/systemd-modules-load 2>/dev/null ||
+	say "kernel modules not loaded here (a container build?); nodes load them at boot"
+/usr/lib/systemd/systemd-sysctl 2>/dev/null || say "sysctls not applied here; nodes apply them at boot"
 
 # -- 2. a docker engine and cloud-init
 if command -v dockerd >/dev/null 2>&1; then

@@ -183,18 +183,3 @@ def create(
     )
     put_files(container, files)
     return Etcd(container, ip, pki)
-
-
-def start(
-    c: docker.DockerClient,
-    image: str,
-    name: str,
-    network: str,
-    ip: str,
-    pki: Pki,
-    run_id: str,
-    timeout: float = 60,
-) -> Etcd:
-    etcd = create(c, image, name, network, ip, pki, run_id)
-    etcd.start(timeout)
-    return etcd

@@ -179,9 +179,10 @@ class Lab:
         ip = str(net.network_address + 2)
         self.pki = pki_mod.make(self.workdir / "pki", [ip, "etcd"])
         self.log(f"{self.run_id}: network {self.network} {subnet}, etcd at https://{ip}:2379")
-        self.etcd = etcd_mod.start(
+        self.etcd = etcd_mod.create(
             self.docker, self.tools, f"{self.run_id}-etcd", self.network, ip, self.pki, self.run_id
         )
+        self.etcd.start()
         late_ip = str(net.network_address + LATE_IP_OFFSET)
         cert, key = pki_mod.server_cert(self.workdir / "pki", "server-late", [late_ip, "etcd-late"])
         late_pki = dataclasses.replace(self.pki, server_cert=cert, server_key=key)
