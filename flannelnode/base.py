@@ -25,8 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import urls
 from .cache import sha256_file
-from .errors import FlannelnodeError
+from .errors import ConfigError, FlannelnodeError
 from .progress import Reporter
 from .tools import require, require_docker_engine
 
@@ -95,7 +96,10 @@ def debian_mirror(env: Mapping[str, str] | None = None, apt_dir: Path = Path("/e
     """FLANNELNODE_DEBIAN_MIRROR, else the host's Debian mirror for SUITE, else deb.debian.org."""
     env = os.environ if env is None else env
     if env.get("FLANNELNODE_DEBIAN_MIRROR"):
-        return env["FLANNELNODE_DEBIAN_MIRROR"].rstrip("/")
+        try:
+            return urls.check(env["FLANNELNODE_DEBIAN_MIRROR"])
+        except ValueError as exc:
+            raise ConfigError(f"environment variable FLANNELNODE_DEBIAN_MIRROR: {exc}") from None
     for path in sorted(apt_dir.glob("sources.list.d/*.sources")):
         for stanza in re.split(r"\n\s*\n", _read(path)):
             fields = dict(
@@ -123,7 +127,7 @@ def _read(path: Path) -> str:
 def _run(step: str, cmd: Sequence[str], log: Path, **kw) -> None:
     """Run one recipe command with its output in log; a failure shows the log's last lines."""
     with log.open("ab") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.write(f"\n$ {urls.scrub(' '.join(cmd))}\n".encode())
         out.flush()
         try:
             res = subprocess.run(
@@ -131,11 +135,21 @@ def _run(step: str, cmd: Sequence[str], log: Path, **kw) -> None:
             )
         except subprocess.TimeoutExpired:
             raise BaseError(f"base {step}: no result in {TIMEOUTS[step]:g}s (log: {log})") from None
+        finally:
+            _scrub(log)
     if res.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-TAIL:]
         raise BaseError(
             f"base {step} failed (exit {res.returncode}); log: {log}\n" + "\n".join(tail)
         )
+
+
+def _scrub(log: Path) -> None:
+    """debootstrap may print the mirror URL it was given, credentials and all."""
+    text = log.read_text(errors="replace")
+    clean = urls.scrub(text)
+    if clean != text:
+        log.write_text(clean)
 
 
 def _docker_out(*args: str, timeout: float = 60) -> str:
@@ -168,9 +182,11 @@ def _remove_tree(path: Path) -> None:
 
 
 def _sources(mirror: str) -> str:
+    """The image's apt sources: the mirror without credentials (the image may be published)."""
     security = "http://deb.debian.org/debian-security"
+    public = urls.without_credentials(mirror)
     return (
-        f"Types: deb\nURIs: {mirror}\nSuites: {SUITE} {SUITE}-updates\nComponents: main\n"
+        f"Types: deb\nURIs: {public}\nSuites: {SUITE} {SUITE}-updates\nComponents: main\n"
         "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
         f"Types: deb\nURIs: {security}\nSuites: {SUITE}-security\nComponents: main\n"
         "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
@@ -319,6 +335,7 @@ def build(
     seconds = dict(record.get("seconds", {}))
     try:
         mirror = debian_mirror()
+        urls.remember(mirror)  # the host's own apt sources may carry credentials too
         if not image_ok:
             started = time.monotonic()
             previous = image_id
@@ -326,7 +343,7 @@ def build(
             if previous and previous != image_id:  # the replaced base, now untagged
                 subprocess.run(["docker", "rmi", previous], capture_output=True, timeout=120)
             seconds["docker"] = round(time.monotonic() - started, 1)
-            record = {"recipe": recipe, "mirror": mirror}
+            record = {"recipe": recipe, "mirror": urls.redact(mirror)}
             rebuilt.append("docker")
         record.update(
             recipe=recipe, suite=SUITE, docker={"image": IMAGE, "id": image_id}, seconds=seconds

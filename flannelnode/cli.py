@@ -8,7 +8,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import EXIT_BAD_INPUT, ConfigError, FlannelnodeError
+from . import urls
+from .errors import (
+    EXIT_BAD_INPUT,
+    ConfigError,
+    FlannelnodeError,
+    describe_os_error,
+    os_error_exit_code,
+)
 from .progress import Reporter
 
 EPILOG = """\
@@ -218,7 +225,11 @@ def _load(args: argparse.Namespace):
         "flannel.asset": getattr(args, "asset", None),
         "fetch.mirror": getattr(args, "mirror", None),
         "fetch.local": getattr(args, "local", None),
+        "repo.baseurl": getattr(args, "baseurl", None),
     }
+    endpoints = getattr(args, "endpoints", None)
+    if endpoints:
+        overrides["etcd.endpoints"] = [e.strip() for e in endpoints.split(",") if e.strip()]
     arch = getattr(args, "arch", None)
     if arch:
         overrides["flannel.arches"] = [a.strip() for a in arch.split(",") if a.strip()]
@@ -285,7 +296,7 @@ def _repo(args: argparse.Namespace, reporter: Reporter) -> int:
         gpg_home=args.gpg_home or cfg.repo.gpg_home,
         unsigned=args.unsigned,
         passphrase_file=args.gpg_passphrase_file or cfg.repo.passphrase_file,
-        baseurl=args.baseurl or cfg.repo.baseurl,
+        baseurl=cfg.repo.baseurl,
     )
     print(published.repo_file)
     return 0
@@ -335,10 +346,9 @@ def _seed(args: argparse.Namespace, reporter: Reporter) -> int:
 
     cfg = _load(args)
     netconf.check_config(cfg)
-    endpoints = args.endpoints.split(",") if args.endpoints else None
     return seed.run(
         cfg,
-        endpoints=endpoints,
+        endpoints=cfg.etcd.endpoints,
         cacert=args.etcd_ca,
         cert=args.etcd_cert,
         key=args.etcd_key,
@@ -407,10 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     args.build_dir = args.build_dir or Path("build")
     run: Callable[[argparse.Namespace, Reporter], int] = args.run
     try:
+        if args.build_dir.exists() and not args.build_dir.is_dir():
+            raise ConfigError(f"--build-dir {args.build_dir}: exists and is not a directory")
         return run(args, Reporter(quiet=args.quiet))
     except FlannelnodeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {urls.scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a path the user named (or its directory) is missing, a file, locked
+        print(f"error: {urls.scrub(describe_os_error(exc))}", file=sys.stderr)
+        return os_error_exit_code(exc)
     except KeyboardInterrupt:
         print("interrupted; nothing half-written was left in place", file=sys.stderr)
         return 130

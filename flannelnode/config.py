@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
-from urllib.parse import urlsplit
 
+from . import urls
 from .arch import ARCHES, OLDEST_VERSION, parse_version, published
 from .errors import ConfigError
 
@@ -42,16 +42,20 @@ ENV_OVERRIDES: dict[str, tuple[str, bool]] = {
 
 
 def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
-    return value.rstrip("/")
+    return urls.check(value)
 
 
-def _http_urls(values: list[str]) -> list[str]:
+def _endpoints(values: list[str]) -> list[str]:
+    """etcd client URLs: rendered into flanneld's options and the user-data, so no credentials."""
     if not values:
         raise ValueError("needs at least one URL")
-    return [_http_url(v) for v in values]
+    return [urls.check(v, credentials=False) for v in values]
+
+
+def _directory(value: Path | None) -> Path | None:
+    if value is not None and value.exists() and not value.is_dir():
+        raise ValueError(f"{value} exists and is not a directory")
+    return value
 
 
 def _absolute(value: str) -> str:
@@ -121,7 +125,7 @@ class Flannel:
 @dataclass(frozen=True)
 class Fetch:
     lock: Path = Path("release.lock")
-    cache_dir: Path | None = None
+    cache_dir: Path | None = _checked(None, _directory)
     local: Path | None = _checked(None, _existing)
     mirror: str | None = _checked(None, _http_url)
     github: str = _checked("https://github.com", _http_url)
@@ -137,7 +141,7 @@ class Etcd:
             "https://192.168.31.62:2379",
             "https://192.168.31.63:2379",
         ],
-        _http_urls,
+        _endpoints,
     )
     ca_file: str = _checked("/opt/etcd/ssl/ca.pem", _absolute)
     cert_file: str = _checked("/opt/etcd/ssl/server.pem", _absolute)
@@ -175,10 +179,8 @@ class Install:
 
 
 def _repo_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme == "file" or (parts.scheme in ("http", "https") and parts.hostname):
-        return value.rstrip("/")
-    raise ValueError(f"{value!r} is not an http(s):// or file:// URL")
+    """flannelnode.repo is published beside the packages: no credentials in it."""
+    return urls.check(value, ("http", "https", "file"), credentials=False)
 
 
 def _rpm_release(value: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import lock
+from . import lock, urls
 from .atomic import staged_dir
 from .cache import Cache, sha256_file
 from .config import Config
@@ -115,7 +115,7 @@ class Fetcher:
         if actual != digest:
             part.unlink()
         _check(url, asset, digest, actual)
-        return self.cache.store(part, digest), url
+        return self.cache.store(part, digest), urls.redact(url)
 
     def download_unpinned(self, asset: Asset) -> tuple[Path, str, str]:
         """For `lock`: (verified-by-nobody download, its sha256, url). Trust on first use."""
@@ -126,7 +126,7 @@ class Fetcher:
         part = self.cache.partial_path(asset.name, "unpinned")
         part.unlink(missing_ok=True)
         self._download(url, part, asset)
-        return part, sha256_file(part), url
+        return part, sha256_file(part), urls.redact(url)
 
     def _download(self, url: str, part: Path, asset: Asset) -> None:
         with self._http_lock:

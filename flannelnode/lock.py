@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 from . import atomic
-from .errors import ConfigError, IntegrityError
+from .errors import ConfigError, IntegrityError, describe_os_error
 
 HEADER = """\
 # release.lock: sha256 of every flannel release asset flannelnode accepts. This is the trust root.
@@ -37,8 +37,10 @@ def read(path: Path) -> Pins:
         raise ConfigError(
             f"{path}: no such lock file; pin a release with `build.py lock --version vX`"
         ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a valid lock file (UTF-8 TOML): {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the lock file: {describe_os_error(exc)}") from None
     pins: Pins = {}
     for version, assets in raw.items():
         if not isinstance(assets, dict):

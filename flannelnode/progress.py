@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from . import urls
+
 
 class Reporter:
     def __init__(self, quiet: bool = False) -> None:
@@ -19,6 +21,7 @@ class Reporter:
     def log(self, msg: str) -> None:
         if self.quiet:
             return
+        msg = urls.scrub(msg)
         if self._bars is not None:
             self._bars.console.print(msg, markup=False, highlight=False)
         else:
@@ -26,7 +29,7 @@ class Reporter:
 
     def alarm(self, msg: str) -> None:
         """A message that must be seen even with -q (a skipped or weakened step)."""
-        print(f"*** {msg}", file=sys.stderr, flush=True)
+        print(f"*** {urls.scrub(msg)}", file=sys.stderr, flush=True)
 
     @contextmanager
     def bars(self) -> Iterator[None]:

@@ -62,8 +62,8 @@ class Project:
         return self.root / "build"
 
     def config(self, text: str = "", **fetch: object) -> None:
-        lines = ["[fetch]", 'lock = "release.lock"', 'cache_dir = "cache"']
-        lines += [f"{k} = {_toml(v)}" for k, v in fetch.items()]
+        keys = {"lock": "release.lock", "cache_dir": "cache", **fetch}
+        lines = ["[fetch]", *(f"{k} = {_toml(v)}" for k, v in keys.items())]
         (self.root / "node.toml").write_text("\n".join(lines) + "\n" + text)
 
     def pin(self, pins: dict[str, dict[str, str]]) -> None:
