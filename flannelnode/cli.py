@@ -408,7 +408,13 @@ def _all(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def _show_config(args: argparse.Namespace, reporter: Reporter) -> int:
-    print(json.dumps(_load(args).to_dict(), indent=2))
+    """The validated config, as shareable as the artifacts: no backend secret, no credential."""
+    from . import netconf
+
+    cfg = _load(args)
+    shown = cfg.to_dict()
+    shown["network"] = netconf.without_secrets(cfg.network)[0]
+    print(urls.scrub(json.dumps(shown, indent=2)))
     return 0
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import difflib
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
@@ -311,6 +312,38 @@ def _describe(value: Any, secret: bool = False) -> str:
 
 
 _SECRET_WORDS = ("psk", "secret", "password", "key")
+
+# What the payload's net-conf.json (and so every RPM, the repo and every image) holds in place of a
+# backend secret. The real value reaches a node only in the user-data; the node seeder refuses to
+# seed this text (scripts/flannel-seed-etcd knows it too).
+SECRET_PLACEHOLDER = "<secret: delivered only by the cloud-init user-data (build.py userdata)>"
+
+
+def without_secrets(network: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(network with every backend secret replaced by SECRET_PLACEHOLDER, their key paths).
+
+    Secrets are the options flannel's backends read as secrets (PSK, AccessKeySecret) and, to be
+    safe, any unknown Backend key named like one; keys match case-insensitively, as flannel's.
+    """
+    public = copy.deepcopy(dict(network))
+    hidden: list[str] = []
+    for name in [k for k in public if str(k).lower() == "backend"]:
+        backend = public[name]
+        if not isinstance(backend, dict):
+            continue
+        btype = next(
+            (v for k, v in backend.items() if str(k).lower() == "type" and isinstance(v, str)), ""
+        )
+        spec = BACKENDS.get(btype.lower(), {})
+        known = {n.lower(): opt for n, opt in spec.items()}
+        for key in backend:
+            low = str(key).lower()
+            opt = known.get(low)
+            unknown_secret = opt is None and low != "type" and any(w in low for w in _SECRET_WORDS)
+            if (opt is not None and opt.secret) or unknown_secret:
+                backend[key] = SECRET_PLACEHOLDER
+                hidden.append(f"{name}.{key}")
+    return public, hidden
 
 
 def _is_int(value: Any) -> bool:
@@ -735,9 +768,10 @@ class _Lint:
             if opt.secret:
                 self.warn(
                     path,
-                    "is a secret, and the network config is not: it is stored in "
-                    "etcd (<prefix>/config) and in the cloud-init user-data, readable by "
-                    "anyone who can read either",
+                    "is a secret: flannelnode keeps it out of the payload, RPMs, repo and images "
+                    "(their net-conf.json holds a placeholder) and delivers it only in the "
+                    "cloud-init user-data (0600); flannel stores it in etcd (<prefix>/config), "
+                    "readable by anyone who can read etcd",
                 )
             if opt.note:
                 self.info(path, opt.note)

@@ -43,14 +43,20 @@ class Staged:
     rebuilt: bool
 
 
+def net_conf(config: Config, *, public: bool) -> NodeFile:
+    """flannel's network config for the seeder. public: backend secrets replaced by a
+    placeholder (the payload is published); else the real thing, 0600 when it holds a secret."""
+    network, hidden = netconf.without_secrets(config.network)
+    if not public:
+        network = config.network
+    text = json.dumps(network, indent=2, sort_keys=True).encode() + b"\n"
+    mode = 0o600 if hidden and not public else 0o644
+    return NodeFile(f"{config.install.prefix}/cfg/net-conf.json", mode, text)
+
+
 def node_files(config: Config) -> list[NodeFile]:
     """Every file but flanneld: rendered units and config, node scripts, the network config."""
-    net_conf = json.dumps(config.network, indent=2, sort_keys=True).encode() + b"\n"
-    return [
-        *units.render(config),
-        *units.scripts(config),
-        NodeFile(f"{config.install.prefix}/cfg/net-conf.json", 0o644, net_conf),
-    ]
+    return [*units.render(config), *units.scripts(config), net_conf(config, public=True)]
 
 
 def payload_dir(build_dir: Path, arch: str) -> Path:
@@ -157,6 +163,12 @@ def stage(config: Config, build_dir: Path, reporter: Reporter) -> list[Staged]:
     for finding in netconf.check_config(config):
         if finding.level == "warning":
             reporter.log(str(finding))
+    _, hidden = netconf.without_secrets(config.network)
+    if hidden:
+        reporter.log(
+            f"payload: {', '.join(hidden)} replaced by a placeholder in net-conf.json; the "
+            "secret reaches nodes only in the user-data (`build.py userdata`)"
+        )
     # two at a time: hashing and copying release the GIL, and this host has two cores
     with ThreadPoolExecutor(max_workers=2) as pool:
         jobs = [

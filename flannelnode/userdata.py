@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from . import atomic
+from . import atomic, units
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
-from .payload import node_files
+from .payload import net_conf
 from .tools import require
 from .units import NodeFile, seed_env_path
 
@@ -78,6 +78,16 @@ systemctl enable --now docker.service
 """
 
 
+def config_files(config: Config) -> list[NodeFile]:
+    """What user-data writes over the payload's copies: flanneld's options (they name this
+    cluster's etcd) and the network config with its backend secrets, which no payload holds."""
+    options = f"{config.install.prefix}/cfg/flanneld"
+    return [
+        *(f for f in units.render(config) if f.path == options),
+        net_conf(config, public=False),
+    ]
+
+
 def render(config: Config, tls: TlsFiles, seed_deadline: int = DEFAULT_SEED_DEADLINE) -> str:
     etcd = config.etcd
     secrets = [
@@ -85,8 +95,7 @@ def render(config: Config, tls: TlsFiles, seed_deadline: int = DEFAULT_SEED_DEAD
         (etcd.cert_file, _pem(tls.cert, "--etcd-cert", "-----BEGIN CERTIFICATE-----")),
         (etcd.key_file, _pem(tls.key, "--etcd-key", "PRIVATE KEY-----")),
     ]
-    wanted = {f"{config.install.prefix}/cfg/flanneld", f"{config.install.prefix}/cfg/net-conf.json"}
-    configs = [f for f in node_files(config) if f.path in wanted]
+    configs = config_files(config)
     configs.append(NodeFile(seed_env_path(config), 0o644, seed_env(config, seed_deadline).encode()))
     files: list[dict[str, Any]] = [
         {"path": path, "owner": "root:root", "permissions": "0600", "content": text}

@@ -9,10 +9,13 @@ The qcow2 boots in qemu (tests/vm.py) against a real etcd on this host's loopbac
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -22,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import verify
-from flannelnode import base, config, images, packer, userdata
+from flannelnode import base, config, images, netconf, packer, userdata
 from flannelnode.cache import sha256_file
 from flannelnode.progress import Reporter
 from flannelnode.tools import require
@@ -30,10 +33,19 @@ from verify.checks import SUBNET_ENV, dockerd_args, env_file, lease_network
 
 from . import vm
 from .etcd_cluster import EtcdCluster
+from .standin_release import config_text
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_REPOSITORY = "flannelnode-test/node"
 GENERATOR = "/usr/lib/systemd/system-generators/flannelnode-docker-generator"
+SECRET_PSK = base64.b64encode(b"flannelnode-image-wireguard-psk!").decode()
+SECRET_NETWORK = f"""
+[network]
+Network = "172.30.0.0/16"
+[network.Backend]
+Type = "wireguard"
+PSK = "{SECRET_PSK}"
+"""
 VM_TIMEOUT = 300  # VM start -> docker active; about a minute under TCG
 VALIDATE_VARS = {
     "docker": {},
@@ -173,12 +185,41 @@ def _exported_files(image: str) -> dict[str, tarfile.TarInfo | bytes]:
     return out
 
 
+# a private key itself, not code that mentions the marker: the BEGIN line and a base64 body
+PEM_PRIVATE_KEY = re.compile(
+    rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\r?\n(?:[\w:, -]+\r?\n)*[A-Za-z0-9+/=]{40,}"
+)
+
+
+def _files_holding(image: str, needles: tuple[bytes | re.Pattern[bytes], ...]) -> dict[str, str]:
+    """{path: sha256} of every regular file in the image whose content holds one of needles."""
+    container = _docker("create", image).strip()
+    found: dict[str, str] = {}
+    try:
+        export = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
+        assert export.stdout is not None
+        with tarfile.open(fileobj=export.stdout, mode="r|") as tar:
+            for member in tar:
+                data = tar.extractfile(member) if member.isfile() else None
+                body = data.read() if data else b""
+                if any(n.search(body) if isinstance(n, re.Pattern) else n in body for n in needles):
+                    found[member.name] = hashlib.sha256(body).hexdigest()
+        assert export.wait(timeout=300) == 0
+    finally:
+        _docker("rm", "-f", container)
+    return found
+
+
 def _offline(image: str, *cmd: str) -> str:
     """Run a command in the image without booting it (systemctl works offline on unit files)."""
     return _docker("run", "--rm", "--entrypoint", cmd[0], image, *cmd[1:])
 
 
 def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, test_images) -> None:
+    # a backend secret in the config: it must reach the nodes (verify seeds it from their
+    # user-data) and never the image
+    mirror = standin_release.mirror
+    project.config(config_text(mirror, SECRET_NETWORK), mirror=mirror)
     cfg = _config(project)
     started = time.monotonic()
     built = images.build(
@@ -211,6 +252,12 @@ def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, tes
                 and isinstance(files[n], tarfile.TarInfo) and files[n].isfile()]  # fmt: skip
     assert not [n for n in files if n.startswith("var/lib/cloud/instances/")]
     assert "usr/bin/cloud-init" in files and "usr/sbin/dockerd" in files
+    # no secret in the image: not the PSK, and no private key the base did not already hold
+    leaks = _files_holding(docker.image, (SECRET_PSK.encode(), PEM_PRIVATE_KEY))
+    from_base = _files_holding(base.IMAGE, (PEM_PRIVATE_KEY,))  # libgnutls embeds a test key
+    assert {p: h for p, h in leaks.items() if from_base.get(p) != h} == {}
+    net_conf = json.loads(files["opt/kubernetes/cfg/net-conf.json#data"])
+    assert net_conf["Backend"]["PSK"] == netconf.SECRET_PLACEHOLDER
 
     enabled = _offline(docker.image, "systemctl", "is-enabled", "flanneld", "docker")
     assert enabled.split() == ["enabled", "enabled"]

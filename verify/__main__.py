@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from flannelnode import config as config_mod
-from flannelnode.errors import FlannelnodeError
+from flannelnode.errors import FlannelnodeError, describe_os_error, os_error_exit_code
 
 from .containers import client, remove_all
 from .etcd import DEFAULT_TOOLS_BASE
@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except FlannelnodeError as exc:
         print(f"verify: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # --out, --config or --build-dir naming something unusable
+        print(f"verify: {describe_os_error(exc)}", file=sys.stderr)
+        return os_error_exit_code(exc)
     except KeyboardInterrupt:
         print("verify: interrupted; everything the run created was removed", file=sys.stderr)
         return 130

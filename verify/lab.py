@@ -360,7 +360,10 @@ class Lab:
     def description(self) -> dict[str, Any]:
         """What the checks and a person debugging need to know about this lab, JSON-ready."""
         assert self.etcd is not None
-        node_files = {f.path: f.content.decode() for f in _userdata_files(self.node_config())}
+        node_files = {
+            f.path: {"content": f.content.decode(), "mode": f"{f.mode:04o}"}
+            for f in _userdata_files(self.node_config())
+        }
         return {
             "run_id": self.run_id,
             "image": self.image,
@@ -408,7 +411,6 @@ def _lower_half(subnet: str) -> str:
 
 def _userdata_files(config: Config) -> list[Any]:
     """Node files user-data writes over the payload's copies (they name the lab's etcd)."""
-    from flannelnode.payload import node_files
+    from flannelnode.userdata import config_files
 
-    wanted = {f"{config.install.prefix}/cfg/flanneld", f"{config.install.prefix}/cfg/net-conf.json"}
-    return [f for f in node_files(config) if f.path in wanted]
+    return config_files(config)
