@@ -366,7 +366,7 @@ def _userdata(args: argparse.Namespace, reporter: Reporter) -> int:
     netconf.check_config(cfg)
     tls = userdata.TlsFiles(args.etcd_ca, args.etcd_cert, args.etcd_key)
     out = args.output or args.build_dir / "userdata" / "user-data"
-    userdata.write(userdata.render(cfg, tls, args.seed_deadline), out)
+    userdata.write(userdata.render(cfg, tls, args.seed_deadline, warn=reporter.log), out)
     reporter.log(f"{out}: holds the etcd client key (mode 0600); hand it only to your nodes")
     print(out)
     return 0

@@ -144,8 +144,8 @@ class Etcd:
         _endpoints,
     )
     ca_file: str = _checked("/opt/etcd/ssl/ca.pem", _absolute)
-    cert_file: str = _checked("/opt/etcd/ssl/server.pem", _absolute)
-    key_file: str = _checked("/opt/etcd/ssl/server-key.pem", _absolute)
+    cert_file: str = _checked("/opt/etcd/ssl/flannel-client.pem", _absolute)
+    key_file: str = _checked("/opt/etcd/ssl/flannel-client-key.pem", _absolute)
     prefix: str = _checked("/coreos.com/network", _absolute)
 
 

@@ -4,7 +4,7 @@ It delivers the etcd TLS material (the only way keys reach a node: never through
 RPM), the flanneld config files from the payload, and the seeder's options. With those in place
 flannel-seed-etcd.service seeds the network config into etcd (exactly once across the fleet, see
 scripts/flannel-seed-etcd) before flanneld starts, and docker follows flanneld. The result holds a
-private key: written 0600.
+private key: written 0600. The TLS files are checked first (tlscheck) as the node will use them.
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import atomic, units
+from . import atomic, tlscheck, units
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
 from .payload import net_conf
@@ -88,13 +90,31 @@ def config_files(config: Config) -> list[NodeFile]:
     ]
 
 
-def render(config: Config, tls: TlsFiles, seed_deadline: int = DEFAULT_SEED_DEADLINE) -> str:
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def render(
+    config: Config,
+    tls: TlsFiles,
+    seed_deadline: int = DEFAULT_SEED_DEADLINE,
+    *,
+    warn: Callable[[str], None] = _stderr,
+    check_tls: bool = True,
+) -> str:
+    """check_tls=False only for a test node that is broken on purpose (verify's wrong CA)."""
     etcd = config.etcd
-    secrets = [
-        (etcd.ca_file, _pem(tls.ca, "--etcd-ca", "-----BEGIN CERTIFICATE-----")),
-        (etcd.cert_file, _pem(tls.cert, "--etcd-cert", "-----BEGIN CERTIFICATE-----")),
-        (etcd.key_file, _pem(tls.key, "--etcd-key", "PRIVATE KEY-----")),
-    ]
+    ca = tlscheck.PemFile(
+        "--etcd-ca", tls.ca, _pem(tls.ca, "--etcd-ca", "-----BEGIN CERTIFICATE-----")
+    )
+    cert = tlscheck.PemFile(
+        "--etcd-cert", tls.cert, _pem(tls.cert, "--etcd-cert", "-----BEGIN CERTIFICATE-----")
+    )
+    key = tlscheck.PemFile("--etcd-key", tls.key, _pem(tls.key, "--etcd-key", "PRIVATE KEY-----"))
+    if check_tls:
+        for line in tlscheck.check(ca, cert, key):
+            warn(line)
+    secrets = [(etcd.ca_file, ca.text), (etcd.cert_file, cert.text), (etcd.key_file, key.text)]
     configs = config_files(config)
     configs.append(NodeFile(seed_env_path(config), 0o644, seed_env(config, seed_deadline).encode()))
     files: list[dict[str, Any]] = [

@@ -16,8 +16,9 @@ from .conftest import REPO
 def test_shipped_node_toml_is_the_classic_deployment():
     cfg = config.load(REPO / "node.toml", env={})
     assert cfg.etcd.ca_file == "/opt/etcd/ssl/ca.pem"
-    assert cfg.etcd.cert_file == "/opt/etcd/ssl/server.pem"
-    assert cfg.etcd.key_file == "/opt/etcd/ssl/server-key.pem"
+    # flanneld's client files, distinct from an etcd member's own server.pem/server-key.pem
+    assert cfg.etcd.cert_file == "/opt/etcd/ssl/flannel-client.pem"
+    assert cfg.etcd.key_file == "/opt/etcd/ssl/flannel-client-key.pem"
     assert cfg.etcd.prefix == "/coreos.com/network"
     assert cfg.network == {"Network": "172.17.0.0/16", "Backend": {"Type": "vxlan"}}
     assert cfg.install.prefix == "/opt/kubernetes"
@@ -27,6 +28,19 @@ def test_shipped_node_toml_is_the_classic_deployment():
     shipped = cfg.to_dict()
     shipped["fetch"]["lock"] = "release.lock"
     assert shipped == defaults
+
+
+def test_etcd_members_own_server_files_remain_an_explicit_choice(tmp_path):
+    """The classic layout (flanneld on etcd's server.pem) is still reachable, only not default."""
+    (tmp_path / "node.toml").write_text(
+        '[etcd]\ncert_file = "/opt/etcd/ssl/server.pem"\n'
+        'key_file = "/opt/etcd/ssl/server-key.pem"\n'
+    )
+    cfg = config.load(tmp_path / "node.toml", env={})
+    assert (cfg.etcd.cert_file, cfg.etcd.key_file) == (
+        "/opt/etcd/ssl/server.pem",
+        "/opt/etcd/ssl/server-key.pem",
+    )
 
 
 def test_environment_overrides_file_and_flags_override_environment(tmp_path):

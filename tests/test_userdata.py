@@ -57,8 +57,8 @@ def test_userdata_passes_cloud_inits_schema_and_carries_the_certs(project, certs
     files = {f["path"]: f for f in doc["write_files"]}
     for node_path, local in [
         ("/opt/etcd/ssl/ca.pem", certs.ca),
-        ("/opt/etcd/ssl/server.pem", certs.cert),
-        ("/opt/etcd/ssl/server-key.pem", certs.key),
+        ("/opt/etcd/ssl/flannel-client.pem", certs.cert),
+        ("/opt/etcd/ssl/flannel-client-key.pem", certs.key),
     ]:
         assert files[node_path]["content"] == local.read_text()
         assert files[node_path]["permissions"] == "0600"
@@ -75,7 +75,8 @@ def test_userdata_passes_cloud_inits_schema_and_carries_the_certs(project, certs
     assert options.startswith('SEED_OPTIONS="--endpoints=https://192.168.31.61:2379,https://192')
     for option in (
         "--cacert=/opt/etcd/ssl/ca.pem",
-        "--key=/opt/etcd/ssl/server-key.pem",
+        "--cert=/opt/etcd/ssl/flannel-client.pem",
+        "--key=/opt/etcd/ssl/flannel-client-key.pem",
         "--config-file=/opt/kubernetes/cfg/net-conf.json",
         "--flannel-version=v0.27.4",
         "--deadline=300",

@@ -241,7 +241,10 @@ class Lab:
             self.pki.client_key,
         )
         deadline = int(self.late_etcd_delay) + LATE_SEED_MARGIN if late else SEED_DEADLINE
-        text = userdata.render(self.node_config(late), tls, seed_deadline=deadline)
+        # the wrong CA is the point of that node: build-time checks would refuse it
+        text = userdata.render(
+            self.node_config(late), tls, seed_deadline=deadline, check_tls=not wrong_ca
+        )
         instance_id = f"{self.run_id}-{name}-{secrets.token_hex(2)}"
         volume = self.docker.volumes.create(
             f"{self.run_id}-{name}-docker", labels={LABEL: self.run_id}
