@@ -21,6 +21,7 @@ from .arch import ARCHES, OLDEST_VERSION, parse_version, published
 from .errors import ConfigError
 
 DEFAULT_CONFIG = Path("node.toml")
+BUILTIN = "the built-in defaults"  # Config.source when no file was read
 
 # environment variable -> (dotted config key, is a comma-separated list)
 ENV_OVERRIDES: dict[str, tuple[str, bool]] = {
@@ -173,6 +174,31 @@ class Flanneld:
     public_ip: str | None = _checked(None, _ip)  # --public-ip
 
 
+def _cidr(value: str) -> str:
+    import ipaddress
+
+    _, slash, bits = value.partition("/")
+    try:
+        if not slash or not (bits.isascii() and bits.isdigit()):
+            raise ValueError
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a CIDR like 10.96.0.0/12") from None
+
+
+def _cidrs(values: list[str]) -> list[str]:
+    return [_cidr(v) for v in values]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The cluster's other ranges; lint warns when flannel's Network overlaps one. Optional."""
+
+    service_cidrs: list[str] = _checked(list, _cidrs)  # kube-apiserver --service-cluster-ip-range
+    node_networks: list[str] = _checked(list, _cidrs)  # where the hosts' own addresses are
+    docker_bridge: str | None = _checked(None, _cidr)  # docker0 where docker runs without flannel
+
+
 @dataclass(frozen=True)
 class Install:
     prefix: str = _checked("/opt/kubernetes", _absolute)
@@ -215,6 +241,9 @@ class Config:
     flanneld: Flanneld = field(default_factory=Flanneld)
     rpm: Rpm = field(default_factory=Rpm)
     repo: Repo = field(default_factory=Repo)
+    cluster: Cluster = field(default_factory=Cluster)
+    # the file this came from, for messages; not a setting
+    source: str = field(default=BUILTIN, compare=False, metadata={"internal": True})
 
     @property
     def cache_dir(self) -> Path:
@@ -224,8 +253,12 @@ class Config:
         return Path(base) / "flannelnode"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: paths as strings."""
-        return _jsonable(dataclasses.asdict(self))
+        """JSON-ready: paths as strings; settings only."""
+        settings = dataclasses.asdict(self)
+        for f in dataclasses.fields(self):
+            if f.metadata.get("internal"):
+                del settings[f.name]
+        return _jsonable(settings)
 
 
 # -- validation: raw TOML tables -> the model, collecting every problem with its field path
@@ -282,7 +315,7 @@ def _build(cls: type, raw: Any, loc: str, errors: list[tuple[str, str]]) -> Any:
         errors.append((loc, f"must be a table, not {_kind(raw)}"))
         return None
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in raw.keys() - fields.keys():
         errors.append((_join(loc, key), "unknown key (check its spelling against node.toml)"))
     values, before = {}, len(errors)
@@ -359,7 +392,7 @@ def from_dict(raw: dict[str, Any], source: str = "<config>", origin: Mapping[str
             where = next((src for key, src in origin.items() if loc.startswith(key)), None)
             lines.append(f"  {loc}: {reason}" + (f" (from {where})" if where else ""))
         raise ConfigError("\n".join(lines))
-    return cfg
+    return dataclasses.replace(cfg, source=source)
 
 
 def load(
@@ -367,22 +400,44 @@ def load(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Read, override and validate. Raises ConfigError naming the file, field and reason."""
-    env = os.environ if env is None else env
+    """Read, override and validate. Raises ConfigError naming the file, field and reason.
+
+    Without a path, ./node.toml if it exists, else the built-in defaults (Config.source says
+    which: callers tell the user)."""
     explicit = path is not None
     path = path or DEFAULT_CONFIG
-    raw: dict[str, Any] = {}
-    if path.exists():
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        _relative_to(raw, path.resolve().parent)
-    elif explicit:
-        raise ConfigError(f"{path}: no such config file (pass --config with an existing node.toml)")
+    if not path.exists():
+        if explicit:
+            raise ConfigError(
+                f"{path}: no such config file (pass --config with an existing node.toml)"
+            )
+        return loads(None, BUILTIN, Path.cwd(), env, overrides)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return loads(text, str(path), path.resolve().parent, env, overrides)
 
+
+def loads(
+    text: str | None,
+    source: str,
+    base: Path,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """A config from TOML text (None: nothing but defaults) named `source` in messages; relative
+    paths in it are relative to `base`."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if text is not None:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        _relative_to(raw, base)
     origin: dict[str, str] = {}
     for var, (dotted, is_list) in ENV_OVERRIDES.items():
         value = env.get(var)
@@ -394,4 +449,4 @@ def load(
         if value is not None:
             _set(raw, dotted, value)
             origin[dotted] = "command line"
-    return from_dict(raw, str(path), origin)
+    return from_dict(raw, source, origin)

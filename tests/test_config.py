@@ -73,6 +73,10 @@ BAD = [
     ('[install]\nprefix = "/opt/../etc"\n', "install.prefix"),
     ("network = 3\n", "network: must be a table, not int"),
     ("[flannel\n", "not valid TOML"),
+    ('[cluster]\nservice_cidrs = ["10.96.0/12"]\n', "cluster.service_cidrs: '10.96.0/12' is not"),
+    ('[cluster]\nnode_networks = "10.0.0.0/8"\n', "cluster.node_networks: must be a list"),
+    ('[cluster]\ndocker_bridge = "172.17.0.1"\n', "cluster.docker_bridge: '172.17.0.1' is not"),
+    ("source = 'x'\n", "source: unknown key"),
 ]
 
 
@@ -113,3 +117,15 @@ def test_cli_missing_config_file_exits_2(tmp_path):
         check=False,
     )
     assert proc.returncode == 2 and "no such config file" in proc.stderr
+
+
+def test_the_config_knows_the_file_it_came_from(tmp_path, monkeypatch):
+    path = tmp_path / "site.toml"
+    path.write_text('[cluster]\nnode_networks = ["192.168.31.7/24"]\n')
+    cfg = config.load(path, env={})
+    assert cfg.source == str(path)
+    assert cfg.cluster.node_networks == ["192.168.31.0/24"]
+    assert "source" not in cfg.to_dict() and cfg.to_dict()["cluster"]["docker_bridge"] is None
+    monkeypatch.chdir(tmp_path)
+    assert config.load(env={}).source == config.BUILTIN  # no ./node.toml here
+    assert config.loads("", "<stdin>", tmp_path, env={}).source == "<stdin>"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Any
 
 import pytest
 
 from flannelnode import netconf
-from flannelnode.config import Config
+from flannelnode.config import Config, load
 from flannelnode.errors import EXIT_BAD_INPUT, ConfigError
 
 VXLAN = {"Type": "vxlan"}
@@ -305,9 +306,9 @@ BAD = {
     "top-level key twice": (
         {"Network": "10.1.0.0/16", "Backend": VXLAN, "backend": {"Type": "host-gw"}},
         {},
-        "warning",
-        "Backend",
-        "given twice",
+        "error",
+        "backend",
+        'flannel would take the last, backend = a table with Type "host-gw"',
     ),
     "Networks ignored": (net(Networks=["10.2.0.0/16"]), {}, "warning", "Networks", "ignores"),
     "etcd endpoint inside Network": (
@@ -496,3 +497,277 @@ def test_lint_does_not_modify_its_input() -> None:
     netconf.lint(config)
     netconf.effective(config)
     assert config == snapshot
+
+
+# -- issue 13, item 2: every field is decoded as flannel decodes it, enabled family or not
+
+V6_ONLY = {"EnableIPv4": False, "EnableIPv6": True, "IPv6Network": "fd00:10:244::/56"}
+
+REFUSED_WHATEVER_THE_FAMILY = {
+    "Network bogus, IPv4 off": (
+        {**V6_ONLY, "Network": "bogus", "Backend": VXLAN},
+        {},
+        "Network",
+        '"bogus" is not a CIDR (flanneld refuses the whole config and retries every second, '
+        "forever: invalid CIDR address: bogus)",
+    ),
+    "Network IPv6, IPv4 off": (
+        {**V6_ONLY, "Network": "fd00::/48", "Backend": VXLAN},
+        {},
+        "Network",
+        "flanneld crashes decoding it",
+    ),
+    "IPv6Network /129, IPv6 off": (
+        net(IPv6Network="fd00::/129"),
+        {},
+        "IPv6Network",
+        "invalid CIDR address: fd00::/129",
+    ),
+    "IPv6SubnetMin garbage, IPv6 off": (
+        net(IPv6SubnetMin="garbage"),
+        {},
+        "IPv6SubnetMin",
+        '"garbage" is not an IP address',
+    ),
+    "SubnetLen a string": (
+        net(SubnetLen="24"),
+        {},
+        "SubnetLen",
+        'must be a whole number of bits like 24, not a string "24": flanneld refuses the whole '
+        "config and retries every second, forever (json: cannot unmarshal string into Go struct "
+        "field Config.SubnetLen of type uint)",
+    ),
+    "SubnetLen a string, IPv4 off": (
+        {**V6_ONLY, "SubnetLen": "24", "Backend": VXLAN},
+        {},
+        "SubnetLen",
+        "cannot unmarshal string",
+    ),
+    "SubnetMax IPv6, IPv4 off": (
+        {**V6_ONLY, "SubnetMax": "fd00::", "Backend": VXLAN},
+        {},
+        "SubnetMax",
+        "panic: Address is not an IPv4 address",
+    ),
+    "EnableIPv6 a string": (net(EnableIPv6="yes"), {}, "EnableIPv6", "must be true or false"),
+    "Networks bogus on v0.24": (
+        net(Networks=["bogus"]),
+        {"flannel_version": (0, 24, 4)},
+        "Networks",
+        "invalid CIDR address: bogus",
+    ),
+    "IPv6Networks a string on v0.20": (
+        net(IPv6Networks="fd00::/48"),
+        {"flannel_version": (0, 20, 0)},
+        "IPv6Networks",
+        "cannot unmarshal string into Go struct field Config.IPv6Networks of type []ip.IP6Net",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("config", "kwargs", "field", "text"),
+    REFUSED_WHATEVER_THE_FAMILY.values(),
+    ids=REFUSED_WHATEVER_THE_FAMILY.keys(),
+)
+def test_what_flannel_cannot_decode_is_an_error_in_either_family(config, kwargs, field, text):
+    findings = netconf.lint(config, **kwargs)
+    hits = [f for f in findings if f.level == "error" and f.field == field and text in f.message]
+    assert hits, "\n".join(map(str, findings))
+    with pytest.raises(ConfigError):
+        netconf.check(config, **kwargs)
+
+
+def test_a_disabled_familys_decodable_values_are_only_ignored():
+    findings = netconf.lint(
+        {**V6_ONLY, "Network": "10.0.0.0/30", "SubnetLen": 99, "Backend": VXLAN}
+    )
+    assert {(f.level, f.field) for f in findings if f.level != "info"} == {
+        ("warning", "Network"),
+        ("warning", "SubnetLen"),
+    }
+
+
+def test_networks_exist_only_in_the_releases_that_read_them():
+    config = net(Networks=["10.2.0.0/16"])
+    old = netconf.lint(config, flannel_version=(0, 22, 0))
+    assert [f.message for f in old if f.field == "Networks"] == [
+        "Networks: flannel decodes it, then ignores it with etcd (pkg/subnet/config.go "
+        "ParseConfig resets it); use Network / IPv6Network"
+    ]
+    new = netconf.lint(net(Networks=["bogus"]), flannel_version=(0, 27, 4))
+    (finding,) = [f for f in new if f.field == "Networks"]
+    assert finding.level == "warning"
+    assert "flannel v0.27.4 does not read it (flannel reads Networks from v0.20.0 to before " in (
+        finding.message
+    )
+    assert loud(netconf.lint(net(EnableNFTables=True), flannel_version=(0, 27, 4))) == []
+    assert "EnableNFTables" in str(
+        netconf.lint(net(EnableNFTables=True), flannel_version=(0, 24, 0))
+    )
+
+
+# -- issue 13, item 3: IPv6 only with a backend that leases an IPv4 address: flanneld panics
+
+
+@pytest.mark.parametrize("backend", [None, "udp", "ipip", "alloc"])
+def test_ipv6_only_with_an_ipv4_lease_backend_panics_without_an_ipv4_public_ip(backend):
+    config = dict(V6_ONLY) | ({"Backend": {"Type": backend}} if backend else {})
+    findings = netconf.lint(config, arches=["amd64"])
+    panics = [f for f in findings if f.level == "error" and "flanneld panics at start" in f.message]
+    assert panics, "\n".join(map(str, findings))
+    assert "[flanneld] public_ip" in panics[0].message and '"vxlan"' in panics[0].message
+    v6_public = netconf.lint(config, arches=["amd64"], public_ip="fd00::5")
+    assert "public_ip is fd00::5, not IPv4" in str([str(f) for f in v6_public])
+    v4_public = netconf.lint(config, arches=["amd64"], public_ip="192.0.2.7")
+    assert not [f for f in v4_public if "panics" in f.message]
+    assert [f for f in v4_public if "does not carry IPv6" in f.message]
+
+
+def test_ipv6_only_vxlan_needs_no_public_ipv4():
+    assert loud(netconf.lint({**V6_ONLY, "Backend": VXLAN})) == []
+
+
+def test_lint_config_passes_the_public_ip(tmp_path):
+    (tmp_path / "node.toml").write_text(
+        '[flannel]\narches = ["amd64"]\n[flanneld]\npublic_ip = "192.0.2.7"\n'
+        '[network]\nEnableIPv4 = false\nEnableIPv6 = true\nIPv6Network = "fd00::/48"\n'
+        'Backend = {Type = "ipip"}\n'
+    )
+    cfg = load(tmp_path / "node.toml", env={})
+    assert not [f for f in netconf.lint_config(cfg) if f.level == "error"]
+    no_ip = load(tmp_path / "node.toml", env={}, overrides={"flanneld.public_ip": ""})
+    assert [f for f in netconf.lint_config(no_ip) if "panics" in f.message]
+
+
+# -- issue 13, item 4: one rendering; two spellings of one key are an error in TOML
+
+
+def test_two_spellings_of_one_key_in_toml_are_an_error_naming_what_flannel_takes():
+    findings = netconf.lint(net(Backend={"type": "foo", "Type": "vxlan"}))
+    (error,) = [f for f in findings if f.level == "error"]
+    assert error.field == "Backend.Type"
+    assert "type and Type are one key to flannel" in error.message
+    assert 'flannel would take the last, Type = "vxlan"' in error.message
+    other_order = netconf.lint(net(Backend={"Type": "vxlan", "type": "foo"}))
+    assert 'would take the last, type = "foo"' in str([str(f) for f in other_order])
+
+
+def test_secrets_given_twice_are_not_shown():
+    findings = netconf.lint(net(Backend={"Type": "wireguard", "PSK": WG_PSK, "psk": WG_PSK}))
+    text = "\n".join(map(str, findings))
+    assert "PSK and psk are one key to flannel" in text and WG_PSK not in text
+
+
+def test_the_rendering_keeps_what_flannel_takes():
+    """Sorted by the name flannel matches (Go's fold), stably: the later spelling stays later."""
+    text = netconf.render({"Network": "10.1.0.0/16", "backend": {"Type": "x", "type": "vxlan"}})
+    assert text == (
+        '{\n  "backend": {\n    "Type": "x",\n    "type": "vxlan"\n  },\n'
+        '  "Network": "10.1.0.0/16"\n}\n'
+    )
+    assert netconf.render({"SubnetLen": 24.0}) == '{\n  "SubnetLen": 24.0\n}\n'
+    with pytest.raises(ConfigError, match="TOML date"):
+        netconf.render({"Network": datetime.date(2024, 1, 1)})
+
+
+# -- issue 13, item 5: advice that works, blame where it belongs
+
+
+def test_a_network_too_small_for_any_subnet_len_gets_no_invalid_advice():
+    findings = netconf.lint(net(Network="10.0.0.0/29", SubnetLen=31))
+    (error,) = [f for f in findings if f.level == "error"]
+    assert "Use 31" not in error.message
+    assert "No SubnetLen works for a /29" in error.message and "10.244.0.0/16" in error.message
+    (small,) = [
+        f for f in netconf.lint(net(Network="10.0.0.0/27", SubnetLen=31)) if f.level == "error"
+    ]
+    assert "Use 29 (the default for /27)" in small.message
+
+
+def test_subnet_max_below_the_default_subnet_min_blames_subnet_max():
+    findings = netconf.lint(net(SubnetMax="10.1.0.0"))
+    (error,) = [f for f in findings if f.level == "error"]
+    assert error.field == "SubnetMax"
+    assert "below 10.1.1.0, the first subnet flannel leases" in error.message
+    assert "Use 10.1.1.0 or above" in error.message
+    both = netconf.lint(net(SubnetMin="10.1.9.0", SubnetMax="10.1.2.0"))
+    assert [f.field for f in both if f.level == "error"] == ["SubnetMin"]
+
+
+# -- JSON as flannel reads it: null per field, the later key, positions
+
+
+def lint_json(text: str, **kwargs: Any) -> list[netconf.Finding]:
+    return netconf.lint_json(text, **kwargs)
+
+
+def test_json_null_means_what_it_means_to_go():
+    keep = lint_json('{"Network": "10.1.0.0/16", "EnableIPv4": null, "Backend": {"Type": "vxlan"}}')
+    assert [f.field for f in keep if f.level != "info"] == ["EnableIPv4"]  # a no-op: IPv4 stays on
+    assert "null changes nothing here: flannel keeps its default" in keep[0].message
+    (network,) = [f for f in lint_json('{"Network": null}') if f.field == "Network"]
+    assert network.level == "error" and "invalid CIDR address: null" in network.message
+    backend = lint_json('{"Network": "10.1.0.0/16", "Backend": null}')
+    assert [f.field for f in backend if f.level == "error"] == ["Backend"]
+    assert "unknown backend type" in backend[-1].message or "unknown backend type" in str(backend)
+    reset = '{"Network": "10.1.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00::/48", '
+    reset += '"IPv6SubnetMin": null, "Backend": {"Type": "vxlan"}}'
+    assert loud(lint_json(reset)) == []
+
+
+def test_json_duplicates_are_decoded_in_turn():
+    text = '{\n "Network": "10.1.0.0/16",\n "network": "10.2.0.0/16",\n "SubnetLen": 24,\n'
+    text += ' "subnetlen": null,\n "Backend": {"Type": "vxlan"}\n}'
+    findings = lint_json(text)
+    dup = [f for f in findings if f.field == "Network" and f.level == "warning"]
+    assert dup and "given 2 times (Network at 2:2, network at 3:2)" in dup[0].message
+    assert '3:2, "10.2.0.0/16"' in dup[0].message and (dup[0].line, dup[0].column) == (3, 2)
+    info = [f for f in findings if f.level == "info" and f.field == "Network"]
+    assert "10.2.0.0/16 gives room for 255 node subnets of /24" in info[0].message
+
+
+def test_json_findings_carry_line_and_column():
+    findings = lint_json('{\n  "Network": "10.1.0.0/16",\n  "SubnetLen": 31,\n  "Backend": {}\n}')
+    where = {(f.field, f.line, f.column) for f in findings if f.level == "error"}
+    assert where == {("SubnetLen", 3, 3), ("Backend.Type", None, None)}
+    (syntax,) = lint_json('{"Network": "10.1.0.0/16",}')
+    assert (syntax.level, syntax.line, syntax.column) == ("error", 1, 27)
+    assert syntax.at("net-conf.json").startswith(
+        "net-conf.json:1:27: error: not JSON as flannel reads it: invalid character '}' "
+        "looking for beginning of object key string"
+    )
+    assert "JSON allows no comma before } or ]" in syntax.message
+
+
+# -- [cluster]: the ranges flannel's Network must not overlap
+
+
+def test_cluster_ranges_overlap_warnings_name_the_setting(tmp_path):
+    (tmp_path / "other.toml").write_text(
+        '[etcd]\nendpoints = ["https://127.0.0.1:2379"]\n'
+        '[cluster]\nservice_cidrs = ["10.96.0.0/12", "fd00:96::/112"]\n'
+        'node_networks = ["10.200.0.0/24"]\ndocker_bridge = "172.17.0.1/16"\n'
+        '[network]\nNetwork = "10.0.0.0/8"\nEnableIPv6 = true\nIPv6Network = "fd00::/16"\n'
+        'Backend = {Type = "vxlan"}\n'
+    )
+    cfg = load(tmp_path / "other.toml", env={})
+    assert cfg.cluster.docker_bridge == "172.17.0.0/16"
+    warnings = [f.message for f in netconf.lint_config(cfg) if f.level == "warning"]
+    where = str(tmp_path / "other.toml")
+    assert warnings == [
+        f"Network: 10.0.0.0/8 overlaps the Kubernetes service CIDR 10.96.0.0/12 ([cluster] "
+        f"service_cidrs in {where}): kube-proxy takes the traffic to those addresses for "
+        "Services, so pods given one cannot be reached. Pick ranges that do not overlap",
+        f"Network: 10.0.0.0/8 overlaps the node network 10.200.0.0/24 ([cluster] node_networks "
+        f"in {where}): flannel routes all of its Network into the overlay, so nodes lose the "
+        "hosts (etcd, the API server, each other) on that network. Pick ranges that do not "
+        "overlap",
+        f"IPv6Network: fd00::/16 overlaps the Kubernetes service CIDR fd00:96::/112 ([cluster] "
+        f"service_cidrs in {where}): kube-proxy takes the traffic to those addresses for "
+        "Services, so pods given one cannot be reached. Pick ranges that do not overlap",
+    ]
+    docker = load(tmp_path / "other.toml", env={}, overrides={"network.Network": "172.17.0.0/16"})
+    assert "overlaps the docker bridge 172.17.0.0/16" in str(
+        [str(f) for f in netconf.lint_config(docker)]
+    )
