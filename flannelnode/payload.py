@@ -44,14 +44,16 @@ class Staged:
 
 
 def net_conf(config: Config, *, public: bool) -> NodeFile:
-    """flannel's network config for the seeder. public: backend secrets replaced by a
-    placeholder (the payload is published); else the real thing, 0600 when it holds a secret."""
+    """flannel's network config for the seeder, in its one rendering (netconf.render). public:
+    backend secrets replaced by a placeholder (the payload is published); else the real thing,
+    0600 when it holds a secret."""
     network, hidden = netconf.without_secrets(config.network)
     if not public:
         network = config.network
-    text = json.dumps(network, indent=2, sort_keys=True).encode() + b"\n"
     mode = 0o600 if hidden and not public else 0o644
-    return NodeFile(f"{config.install.prefix}/cfg/net-conf.json", mode, text)
+    return NodeFile(
+        f"{config.install.prefix}/cfg/net-conf.json", mode, netconf.render(network).encode()
+    )
 
 
 def node_files(config: Config) -> list[NodeFile]:
@@ -162,7 +164,7 @@ def stage_arch(config: Config, build_dir: Path, arch: str, reporter: Reporter) -
 def stage(config: Config, build_dir: Path, reporter: Reporter) -> list[Staged]:
     for finding in netconf.check_config(config):
         if finding.level == "warning":
-            reporter.log(str(finding))
+            reporter.log(finding.at(f"{config.source} [network]"))
     _, hidden = netconf.without_secrets(config.network)
     if hidden:
         reporter.log(

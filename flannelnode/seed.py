@@ -6,7 +6,6 @@ implementation serves first boot and the build host.
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from importlib.machinery import SourceFileLoader
 from importlib.util import module_from_spec, spec_from_loader
@@ -38,7 +37,10 @@ def api_for(config: Config) -> str:
 
 
 def network_json(config: Config) -> str:
-    return json.dumps(config.network, indent=2)
+    """What the node seeds: the payload's net-conf.json text, byte for byte."""
+    from .netconf import render
+
+    return render(config.network)
 
 
 def run(
@@ -72,7 +74,7 @@ def run(
         force=force,
         deadline=deadline,
         timeout=timeout,
-        source="the [network] table of the config",
+        source=f"[network] in {config.source}",
     )
 
 

@@ -102,3 +102,23 @@ def test_payload_refuses_a_bad_network_config(project, fetched):
     res = project.run("payload")
     assert res.rc == 2 and "SubnetLen: 31" in res.err
     assert not (project.build / "payload").exists()
+
+
+def test_one_rendering_of_the_network_config(tmp_path):
+    """payload, user-data, `build.py seed` and the node seeder agree on the bytes."""
+    from flannelnode import config, netconf, seed, userdata
+    from flannelnode.payload import net_conf
+
+    (tmp_path / "node.toml").write_text(
+        '[network]\nNetwork = "10.8.0.0/16"\n[network.Backend]\nVNI = 4\nType = "vxlan"\n'
+    )
+    cfg = config.load(tmp_path / "node.toml", env={})
+    text = net_conf(cfg, public=True).content.decode()
+    assert text == (
+        '{\n  "Backend": {\n    "Type": "vxlan",\n    "VNI": 4\n  },\n'
+        '  "Network": "10.8.0.0/16"\n}\n'
+    )
+    assert text == net_conf(cfg, public=False).content.decode() == netconf.render(cfg.network)
+    assert text == seed.network_json(cfg) == seed.seeder().canonical(text)
+    (delivered,) = [f for f in userdata.config_files(cfg) if f.path.endswith("net-conf.json")]
+    assert delivered.content.decode() == text

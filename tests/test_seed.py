@@ -414,3 +414,58 @@ def test_builder_runs_the_same_seeder(
     other = node_toml(tmp_path / "other.toml", version, etcd, prefix, "10.7.0.0/16")
     assert builder_seed.run(other, deadline=20, **tls) == 3
     assert '+  "Network": "10.7.0.0/16"' in capsys.readouterr().err
+
+
+def raw_v3(cluster: EtcdCluster, key: str) -> bytes | None:
+    client = oracle(cluster)
+    try:
+        return client.get(key)[0]
+    finally:
+        client.close()
+
+
+def test_build_host_and_node_seed_the_same_bytes(
+    etcd: EtcdCluster, prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One rendering: `build.py seed` and the node seeder (reading the payload's net-conf.json)
+    write byte-identical values, whatever the key order in node.toml."""
+    from flannelnode.payload import net_conf
+
+    path = tmp_path / "node.toml"
+    path.write_text(
+        f'[etcd]\nendpoints = {json.dumps(etcd.endpoints)}\nprefix = "{prefix}/host"\n'
+        '[network]\nNetwork = "10.8.0.0/16"\nSubnetLen = 26\n'
+        '[network.Backend]\nVNI = 4\nType = "vxlan"\n'
+    )
+    config = load_config(path, env={})
+    c = etcd.certs
+    assert builder_seed.run(config, deadline=20, cacert=c.ca, cert=c.cert, key=c.key) == 0
+    capsys.readouterr()
+    file = tmp_path / "net-conf.json"
+    file.write_bytes(net_conf(config, public=False).content)
+    cmd = command(etcd, f"{prefix}/node", "{}")
+    cmd[cmd.index("--config-json") : cmd.index("--config-json") + 2] = ["--config-file", str(file)]
+    node = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert node.returncode == 0, node.stderr
+    host_value = raw_v3(etcd, f"{prefix}/host/config")
+    assert host_value is not None
+    assert host_value == raw_v3(etcd, f"{prefix}/node/config")
+    assert host_value.decode() + "\n" == file.read_text()
+
+
+def test_what_flannel_reads_differently_is_a_different_config(
+    etcd: EtcdCluster, prefix: str
+) -> None:
+    """Two spellings of Type in another order: the same dict to Python, not to flannel."""
+    first = '{"Network": "10.5.0.0/16", "Backend": {"type": "host-gw", "Type": "vxlan"}}'
+    stats(seed(etcd, prefix, first))
+    again = seed(etcd, prefix, '{"Network": "10.5.0.0/16", "Backend": {"type": "host-gw"}}')
+    assert again.returncode == 3, again.stderr
+    swapped = seed(
+        etcd, prefix, '{"Backend": {"Type": "vxlan", "type": "host-gw"}, "Network": "10.5.0.0/16"}'
+    )
+    assert swapped.returncode == 3, swapped.stderr  # flannel would read host-gw now
+    same = seed(
+        etcd, prefix, '{"Backend": {"type": "host-gw", "Type": "vxlan"}, "Network": "10.5.0.0/16"}'
+    )
+    assert stats(same)["action"] == "unchanged"
