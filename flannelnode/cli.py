@@ -10,7 +10,6 @@ from pathlib import Path
 
 from . import urls
 from .errors import (
-    EXIT_BAD_INPUT,
     ConfigError,
     FlannelnodeError,
     describe_os_error,
@@ -120,10 +119,23 @@ def parser() -> argparse.ArgumentParser:
     p = steps.add_parser(
         "lint",
         parents=[common],
-        help="check [network] against flannel's own rules",
-        description="Check the network config flannel will read from etcd by flannel's own "
-        "rules (CheckNetworkConfig, backend options). Errors exit 2; warnings exit 0.",
+        help="check a network config against flannel's own rules",
+        description="Check the network config flannel will read from etcd, decoded as flanneld "
+        "decodes it and checked by flannel's own rules (CheckNetworkConfig, backend options), "
+        "and against the ranges of the cluster. Without FILE: [network] of the config. Errors "
+        "exit 2; warnings exit 0, or 2 with --strict.",
     )
+    p.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="a net-conf.json or a node.toml (told apart by content), - for stdin; a "
+        "net-conf.json is checked in the context of --config (flannel version, arches, etcd, "
+        "[flanneld], [cluster])",
+    )
+    p.add_argument("--strict", action="store_true", help="warnings fail too (exit 2)")
+    p.add_argument("--version", dest="flannel_version", metavar="TAG", help="flannel release")
+    p.add_argument("--arch", help="comma-separated arches the nodes run")
     p.set_defaults(run=_lint)
 
     p = steps.add_parser("payload", parents=[common], help="stage the node file tree per arch")
@@ -217,10 +229,8 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def _load(args: argparse.Namespace):
-    from . import config
-
-    overrides = {
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    overrides: dict[str, object] = {
         "flannel.version": getattr(args, "flannel_version", None),
         "flannel.asset": getattr(args, "asset", None),
         "fetch.mirror": getattr(args, "mirror", None),
@@ -233,13 +243,29 @@ def _load(args: argparse.Namespace):
     arch = getattr(args, "arch", None)
     if arch:
         overrides["flannel.arches"] = [a.strip() for a in arch.split(",") if a.strip()]
-    return config.load(args.config, overrides=overrides)
+    return overrides
+
+
+def _load(args: argparse.Namespace, reporter: Reporter | None = None):
+    """The config; without --config and ./node.toml, the built-in defaults, said once loudly."""
+    from . import config
+
+    cfg = config.load(args.config, overrides=_overrides(args))
+    if cfg.source == config.BUILTIN and not getattr(args, "told_builtin", False):
+        args.told_builtin = True
+        (reporter or Reporter()).alarm(
+            f"no {config.DEFAULT_CONFIG} in {Path.cwd()} and no --config: using flannelnode's "
+            f"built-in defaults (flannel {cfg.flannel.version} for "
+            f"{', '.join(cfg.flannel.arches)}; etcd {', '.join(cfg.etcd.endpoints)}; network "
+            f"{json.dumps(cfg.network)}). Pass --config FILE, or run where your node.toml is"
+        )
+    return cfg
 
 
 def _fetch(args: argparse.Namespace, reporter: Reporter) -> int:
     from .fetch import fetch
 
-    for item in fetch(_load(args), args.build_dir, reporter, offline=args.offline):
+    for item in fetch(_load(args, reporter), args.build_dir, reporter, offline=args.offline):
         print(f"{item.flanneld}  {item.flanneld_sha256}  ({item.asset})")
     return 0
 
@@ -249,28 +275,49 @@ def _lock(args: argparse.Namespace, reporter: Reporter) -> int:
 
     if not args.flannel_version:
         raise ConfigError("lock needs --version TAG (the release to pin, e.g. v0.27.4)")
-    cfg = _load(args)
+    cfg = _load(args, reporter)
     for name, digest, new in pin(cfg, reporter):
         print(f"{'pinned ' if new else 'already'} {cfg.flannel.version}/{name}  {digest}")
     return 0
 
 
 def _lint(args: argparse.Namespace, reporter: Reporter) -> int:
-    from . import netconf
+    from . import config, lint, netconf
 
-    findings = netconf.lint_config(_load(args))
-    for finding in findings:
-        if finding.level != "info" or not args.quiet:
-            print(finding, file=sys.stderr if finding.level == "error" else sys.stdout)
-    if any(f.level == "error" for f in findings):
-        return EXIT_BAD_INPUT
-    return 0
+    given = lint.read(args.file) if args.file else None
+    if given is not None and given.kind == "toml":
+        if args.config is not None and (
+            given.path is None or given.path.resolve() != args.config.resolve()
+        ):
+            raise ConfigError(
+                f"two node configs: --config {args.config} and {given.name}; give one"
+            )
+        base = given.path.resolve().parent if given.path else Path.cwd()
+        cfg = config.loads(given.text, given.name, base, overrides=_overrides(args))
+        given = None
+    else:
+        cfg = _load(args, reporter)
+    weak = (
+        f"no node config: checked with {config.BUILTIN}" if cfg.source == config.BUILTIN else None
+    )
+    if given is None:
+        findings = netconf.lint_config(cfg)
+        source = f"{cfg.source} [network]"
+    else:
+        findings = netconf.lint_config(cfg, network_json=given.text)
+        source = given.name
+        if not args.quiet:
+            print(
+                f"{source}: checked as flannel {cfg.flannel.version} reads it, with the arches, "
+                f"etcd endpoints, [flanneld] and [cluster] of {cfg.source}"
+            )
+    return lint.report(findings, source, quiet=args.quiet, strict=args.strict, weak=weak)
 
 
 def _payload(args: argparse.Namespace, reporter: Reporter) -> int:
     from .payload import stage
 
-    for staged in stage(_load(args), args.build_dir, reporter):
+    for staged in stage(_load(args, reporter), args.build_dir, reporter):
         print(f"{staged.root}  {staged.digest[:16]}")
     return 0
 
@@ -278,7 +325,7 @@ def _payload(args: argparse.Namespace, reporter: Reporter) -> int:
 def _rpm(args: argparse.Namespace, reporter: Reporter) -> int:
     from .rpm import build
 
-    cfg = _load(args)
+    cfg = _load(args, reporter)
     for built in build(cfg, args.build_dir, reporter, release=args.release or cfg.rpm.release):
         print(f"{built.path}  {built.sha256}")
     return 0
@@ -287,7 +334,7 @@ def _rpm(args: argparse.Namespace, reporter: Reporter) -> int:
 def _repo(args: argparse.Namespace, reporter: Reporter) -> int:
     from .repo import publish
 
-    cfg = _load(args)
+    cfg = _load(args, reporter)
     published = publish(
         cfg,
         args.build_dir,
@@ -320,7 +367,7 @@ def _base(args: argparse.Namespace, reporter: Reporter) -> int:
 def _images(args: argparse.Namespace, reporter: Reporter) -> int:
     from . import images
 
-    cfg = _load(args)
+    cfg = _load(args, reporter)
     for built in images.build(
         cfg,
         args.build_dir,
@@ -337,14 +384,14 @@ def _images(args: argparse.Namespace, reporter: Reporter) -> int:
 def _manifest(args: argparse.Namespace, reporter: Reporter) -> int:
     from . import manifest
 
-    print(manifest.write(_load(args), args.build_dir))
+    print(manifest.write(_load(args, reporter), args.build_dir))
     return 0
 
 
 def _seed(args: argparse.Namespace, reporter: Reporter) -> int:
     from . import netconf, seed
 
-    cfg = _load(args)
+    cfg = _load(args, reporter)
     netconf.check_config(cfg)
     return seed.run(
         cfg,
@@ -362,7 +409,7 @@ def _seed(args: argparse.Namespace, reporter: Reporter) -> int:
 def _userdata(args: argparse.Namespace, reporter: Reporter) -> int:
     from . import netconf, userdata
 
-    cfg = _load(args)
+    cfg = _load(args, reporter)
     netconf.check_config(cfg)
     tls = userdata.TlsFiles(args.etcd_ca, args.etcd_cert, args.etcd_key)
     out = args.output or args.build_dir / "userdata" / "user-data"
@@ -390,7 +437,7 @@ def _all(args: argparse.Namespace, reporter: Reporter) -> int:
     _fetch(args, reporter)
     _payload(args, reporter)
     _rpm(args, reporter)
-    if args.gpg_key or args.unsigned or _load(args).repo.gpg_key:
+    if args.gpg_key or args.unsigned or _load(args, reporter).repo.gpg_key:
         _repo(args, reporter)
     else:
         reporter.alarm(
@@ -411,7 +458,7 @@ def _show_config(args: argparse.Namespace, reporter: Reporter) -> int:
     """The validated config, as shareable as the artifacts: no backend secret, no credential."""
     from . import netconf
 
-    cfg = _load(args)
+    cfg = _load(args, reporter)
     shown = cfg.to_dict()
     shown["network"] = netconf.without_secrets(cfg.network)[0]
     print(urls.scrub(json.dumps(shown, indent=2)))
