@@ -205,3 +205,17 @@ def test_lint_never_echoes_a_secret_from_json(here, capsys, monkeypatch):
         capsys, "--config", node, "lint", "-", stdin=text.encode(), monkeypatch=monkeypatch
     )
     assert rc == 2 and secret not in out + err
+
+
+def test_a_toml_date_in_network_is_named_not_a_traceback(here, capsys):
+    node = here / "conf" / "node.toml"
+    node.write_text(NODE + '[network]\nNetwork = 1979-05-27\nBackend = {Type = "vxlan"}\n')
+    rc, _, err = run(capsys, "--config", str(node), "lint")
+    assert rc == 2
+    assert err == (
+        f"{node} [network]: error: Network: 1979-05-27 is a TOML date or time, which JSON (and "
+        "so flannel) cannot express; quote it if you meant a string\n"
+    )
+    assert run(capsys, "--config", str(node), "config")[0] == 0
+    rc, _, err = run(capsys, "--config", str(node), "payload")
+    assert rc == 2 and "TOML date" in err
