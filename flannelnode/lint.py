@@ -53,20 +53,20 @@ def read(arg: str) -> Given:
 
 
 def detect(text: str, name: str) -> Literal["json", "toml"]:
-    """JSON starts with { (TOML cannot); else TOML, unless only JSON reads it (a JSON array...)."""
+    """JSON if it parses as JSON (an object starts with {, which TOML cannot), else TOML."""
     head = text.lstrip(" \t\r\n\ufeff")
     if not head:
         raise ConfigError(f"{name}: empty; give a net-conf.json or a node.toml")
     if head.startswith("{"):
         return "json"
     try:
-        tomllib.loads(text)
-        return "toml"
-    except (tomllib.TOMLDecodeError, RecursionError) as toml_error:
+        gojson.parse(text)
+        return "json"  # JSON, but no object (["x"] is TOML too): lint says what flannel does
+    except gojson.JSONSyntaxError as json_error:
         try:
-            gojson.parse(text)
-            return "json"  # JSON, but no object: the linter says what flannel does with it
-        except gojson.JSONSyntaxError as json_error:
+            tomllib.loads(text)
+            return "toml"
+        except (tomllib.TOMLDecodeError, RecursionError) as toml_error:
             raise ConfigError(
                 f"{name}: neither a net-conf.json (JSON: {json_error.message} at line "
                 f"{json_error.line}, column {json_error.column}) nor a node.toml (TOML: "

@@ -247,11 +247,14 @@ def _unrepresentable(value: Any, path: str) -> Iterable[tuple[str, str]]:
 def _run(lint: Linter, doc: Value) -> None:
     """ParseConfig, CheckNetworkConfig and the backend, in flanneld's order."""
     if doc.kind != "object":
-        lint.error(
-            "network",
+        text = (
             f"must be {lint.a_table()} like {lint.obj('Network', quoted(IPV4.example))}, not "
-            f"{lint.describe(doc)}: {REFUSED}",
+            f"{lint.describe(doc)}: {REFUSED}"
         )
+        if lint.toml:
+            lint.error("network", text)
+        else:
+            lint.findings.append(Finding("error", "", f"the config {text}", doc.line, doc.column))
         return
     fields = config_fields(lint.ctx.flannel_version)
     slots, unknown = gojson.decode_struct(doc, fields)

@@ -82,6 +82,15 @@ def test_json_only_shapes_and_syntax_errors(here, capsys, monkeypatch):
     assert '<stdin>:1:50: error: Backend: null: flannel reads its type as ""' in err
     assert "<stdin>:1:30: warning: EnableIPv4: null changes nothing here" in out
 
+    rc, _, err = run(
+        capsys, "--config", node, "lint", "-", stdin=b' ["10.244.0.0/16"]', monkeypatch=monkeypatch
+    )
+    assert rc == 2
+    assert err.startswith(
+        '<stdin>:1:2: error: the config must be an object like {"Network": "10.244.0.0/16"}, '
+        "not an array: flanneld refuses the whole config"
+    )
+
     broken = b'{\n  "Network": "10.244.0.0/16",\n  // pods\n}'
     rc, out, err = run(capsys, "--config", node, "lint", "-", stdin=broken, monkeypatch=monkeypatch)
     assert rc == 2
