@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from . import gojson, netfamily
 from .config import Config
 from .errors import ConfigError
-from .gojson import Value
+from .gojson import Slot, Value
 from .netbackend import check_backend
 from .netfamily import IPV4, IPV6
 from .netfields import (
@@ -69,14 +69,15 @@ def lint(
     arches: Iterable[str] = (),
     flannel_version: Version | None = None,
     public_ip: str | None = None,
+    iface: Iterable[str] | None = None,
 ) -> list[Finding]:
     """Every finding about `network`, flannel's net-conf as a TOML table (Config.network).
 
     other_ranges names further CIDRs the flannel Network must not overlap, e.g.
-    {"Kubernetes service CIDR": "10.0.0.0/24"}. arches, flannel_version and public_ip
-    ([flanneld].public_ip), when given, enable the checks that depend on them.
+    {"Kubernetes service CIDR": "10.0.0.0/24"}. arches, flannel_version, public_ip and iface
+    ([flanneld]), when given, enable the checks that depend on them.
     """
-    ctx = _context(etcd_endpoints, other_ranges, arches, flannel_version, public_ip)
+    ctx = _context(etcd_endpoints, other_ranges, arches, flannel_version, public_ip, iface)
     return _lint_table(network, ctx).findings
 
 
@@ -88,9 +89,10 @@ def lint_json(
     arches: Iterable[str] = (),
     flannel_version: Version | None = None,
     public_ip: str | None = None,
+    iface: Iterable[str] | None = None,
 ) -> list[Finding]:
     """Like lint, for a net-conf.json's text; findings carry the line and column of their key."""
-    ctx = _context(etcd_endpoints, other_ranges, arches, flannel_version, public_ip)
+    ctx = _context(etcd_endpoints, other_ranges, arches, flannel_version, public_ip, iface)
     return _lint_text(text, "json", ctx).findings
 
 
@@ -110,7 +112,7 @@ def effective(
     Backend.Type "udp" when Backend is missing, and the backend's option defaults from its source.
     Raises ConfigError when the config has errors.
     """
-    result = _lint_table(network, _context((), None, arches, flannel_version, None))
+    result = _lint_table(network, _context((), None, arches, flannel_version, None, None))
     _raise_errors(result.findings, "[network]")
     return result.effective
 
@@ -125,6 +127,7 @@ def lint_config(config: Config, network_json: str | None = None) -> list[Finding
         config.flannel.arches,
         config.flannel.version_tuple,
         config.flanneld.public_ip,
+        config.flanneld.iface,
     )
     if network_json is not None:
         return _lint_text(network_json, "json", ctx).findings
@@ -191,12 +194,14 @@ def _context(
     arches: Iterable[str],
     version: Version | None,
     public_ip: str | None,
+    iface: Iterable[str] | None,
 ) -> Context:
     if isinstance(others, Mapping):
         ranges = tuple(Range(label, cidr) for label, cidr in others.items())
     else:
         ranges = tuple(others or ())
-    return Context(tuple(endpoints), ranges, tuple(arches), version, public_ip)
+    ifaces = None if iface is None else tuple(iface)
+    return Context(tuple(endpoints), ranges, tuple(arches), version, public_ip, ifaces)
 
 
 def _raise_errors(findings: list[Finding], source: str) -> None:
@@ -281,8 +286,29 @@ def _run(lint: Linter, doc: Value) -> None:
             kept(slots.get("EnableIPv4")),
         )
     netfamily.unused_networks(lint, slots)
+    if ipv6 and not ipv4:
+        _ipv6_only_interface(lint, slots)
     check_backend(lint, slots.get("Backend"), ipv4=ipv4, ipv6=ipv6)
     _overlaps(lint, nets)
+
+
+def _ipv6_only_interface(lint: Linter, slots: dict[str, Slot]) -> None:
+    """main.go and pkg/ipmatch: without --iface, an IPv6-only flanneld looks --public-ip up among
+    the interfaces' IPv6 addresses; an IPv4 one is never found, and flanneld exits."""
+    public_ip, ifaces = lint.ctx.public_ip, lint.ctx.iface
+    try:
+        ipv4_public = ipaddress.ip_address(public_ip or "").version == 4
+    except ValueError:
+        ipv4_public = False
+    if ipv4_public and ifaces == ():
+        lint.error(
+            "EnableIPv4",
+            f"false (IPv6 only) with [flanneld] public_ip = {public_ip}, an IPv4 address, and no "
+            "[flanneld] iface: flanneld looks the public IP up among the interfaces' IPv6 "
+            'addresses and exits ("Failed to find any valid interface to use: error looking up '
+            'v6 interface"). Set [flanneld] iface to the interface to use',
+            kept(slots.get("EnableIPv4")),
+        )
 
 
 def _overlaps(lint: Linter, nets: list[IPNetwork]) -> None:

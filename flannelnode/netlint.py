@@ -60,6 +60,7 @@ class Context:
     arches: tuple[str, ...] = ()
     flannel_version: Version | None = None
     public_ip: str | None = None  # [flanneld].public_ip, rendered as --public-ip
+    iface: tuple[str, ...] | None = None  # [flanneld].iface (--iface); None: not known
 
 
 def show(value: Value, toml: bool = False) -> str:

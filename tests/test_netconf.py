@@ -634,10 +634,16 @@ def test_lint_config_passes_the_public_ip(tmp_path):
         '[network]\nEnableIPv4 = false\nEnableIPv6 = true\nIPv6Network = "fd00::/48"\n'
         'Backend = {Type = "ipip"}\n'
     )
-    cfg = load(tmp_path / "node.toml", env={})
-    assert not [f for f in netconf.lint_config(cfg) if f.level == "error"]
+    with_iface = load(tmp_path / "node.toml", env={}, overrides={"flanneld.iface": ["eth1"]})
+    assert not [f for f in netconf.lint_config(with_iface) if f.level == "error"]
     no_ip = load(tmp_path / "node.toml", env={}, overrides={"flanneld.public_ip": ""})
     assert [f for f in netconf.lint_config(no_ip) if "panics" in f.message]
+    # without --iface, flanneld looks an IPv4 --public-ip up among IPv6 addresses, and exits
+    (error,) = [
+        f for f in netconf.lint_config(load(tmp_path / "node.toml", env={})) if f.level == "error"
+    ]
+    assert error.field == "EnableIPv4" and "Set [flanneld] iface" in error.message
+    assert "error looking up v6 interface" in error.message
 
 
 # -- issue 13, item 4: one rendering; two spellings of one key are an error in TOML
