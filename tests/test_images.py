@@ -36,7 +36,8 @@ from .etcd_cluster import EtcdCluster
 from .standin_release import config_text
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_REPOSITORY = "flannelnode-test/node"
+# per test process: two checkouts testing at once must not remove each other's images
+TEST_REPOSITORY = f"flannelnode-test/node-{os.getpid()}"
 GENERATOR = "/usr/lib/systemd/system-generators/flannelnode-docker-generator"
 SECRET_PSK = base64.b64encode(b"flannelnode-image-wireguard-psk!").decode()
 SECRET_NETWORK = f"""
@@ -168,7 +169,7 @@ def test_packer_driver_streams_and_surfaces_a_failing_provisioner(tmp_path: Path
 
 
 def _exported_files(image: str) -> dict[str, tarfile.TarInfo | bytes]:
-    container = _docker("create", image).strip()
+    container = _docker("create", "--pull=never", image).strip()
     try:
         raw = subprocess.run(
             ["docker", "export", container], capture_output=True, check=True, timeout=300
@@ -193,7 +194,7 @@ PEM_PRIVATE_KEY = re.compile(
 
 def _files_holding(image: str, needles: tuple[bytes | re.Pattern[bytes], ...]) -> dict[str, str]:
     """{path: sha256} of every regular file in the image whose content holds one of needles."""
-    container = _docker("create", image).strip()
+    container = _docker("create", "--pull=never", image).strip()
     found: dict[str, str] = {}
     try:
         export = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
@@ -212,7 +213,7 @@ def _files_holding(image: str, needles: tuple[bytes | re.Pattern[bytes], ...]) -
 
 def _offline(image: str, *cmd: str) -> str:
     """Run a command in the image without booting it (systemctl works offline on unit files)."""
-    return _docker("run", "--rm", "--entrypoint", cmd[0], image, *cmd[1:])
+    return _docker("run", "--pull=never", "--rm", "--entrypoint", cmd[0], image, *cmd[1:])
 
 
 def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, test_images) -> None:
@@ -301,7 +302,9 @@ def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, tes
 
     # -- and verify is no rubber stamp: without the docker drop-in generator it fails, by name
     broken = f"{test_images}:broken-dropin"
-    container = _docker("create", "--entrypoint", "rm", docker.image, "-f", GENERATOR).strip()
+    container = _docker(
+        "create", "--pull=never", "--entrypoint", "rm", docker.image, "-f", GENERATOR
+    ).strip()
     try:
         _docker("start", "-a", container)
         restore = ['ENTRYPOINT ["/lib/systemd/systemd"]', "CMD []"]
