@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ from verify.checks import SUBNET_ENV, dockerd_args, env_file, lease_network
 from . import vm
 from .etcd_cluster import EtcdCluster
 from .standin_release import config_text
+from .tamper import flip_byte, snapshot, stage_root, tampers
 
 REPO = Path(__file__).resolve().parent.parent
 # per test process: two checkouts testing at once must not remove each other's images
@@ -347,6 +349,75 @@ def test_a_broken_provisioner_fails_cleanly(
     assert not (project.build / "images" / "docker.json").exists()
     assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".docker.")]
     assert set(_docker("ps", "-aq").split()) <= before
+
+
+# -- a tampered payload stops images before the base image and before Packer
+
+
+@pytest.fixture
+def no_base_no_packer(project, monkeypatch) -> Iterator[list[str]]:
+    """Records whether images got as far as the base image or Packer (and stops either)."""
+    reached: list[str] = []
+    shim = project.root / "packer-shim"
+    shim.mkdir()
+    calls = project.root / "packer-calls"
+    (shim / "packer").write_text(f'#!/bin/sh\necho "$@" >>{calls}\nexit 1\n')
+    (shim / "packer").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+
+    def no_base(*args, **kwargs):
+        reached.append("base")
+        raise images.ImagesError("the test stops images at the base image")
+
+    monkeypatch.setattr(base, "build", no_base)
+    yield reached
+    if calls.exists():
+        reached.append("packer " + calls.read_text())
+
+
+@tampers
+def test_images_alarm_on_a_tampered_stage_before_base_and_packer(
+    project, fetched, no_base_no_packer, tamper
+) -> None:
+    assert project.run("payload").rc == 0
+    named = tamper(stage_root(project.build))
+    before = snapshot(project.build / "payload")
+    res = project.run("images", "--target", "docker,qemu")
+    assert res.rc == 4, res.err
+    assert named in res.err and "Traceback" not in res.err
+    assert no_base_no_packer == []
+    assert snapshot(project.build / "payload") == before  # not rebuilt behind the alarm
+    assert not (project.build / "images").exists()
+
+
+def test_images_alarm_on_a_tampered_payload_tarball(project, fetched, no_base_no_packer) -> None:
+    assert project.run("payload").rc == 0
+    tar = project.build / "payload" / "amd64" / "flannelnode-payload.tar"
+    flip_byte(tar, offset=2000)
+    res = project.run("images", "--target", "docker")
+    assert res.rc == 4, res.err
+    assert str(tar) in res.err
+    assert no_base_no_packer == []
+
+
+def test_images_upload_only_the_tarball_the_manifest_records(
+    project, fetched, no_base_no_packer, monkeypatch
+) -> None:
+    """Changed after the check at the start (during a base build, say): Packer never sees it."""
+    tar = project.build / "payload" / "amd64" / "flannelnode-payload.tar"
+
+    def stage_then_tamper(*args, **kwargs):
+        staged = stage(*args, **kwargs)
+        flip_byte(tar, offset=2000)
+        return staged
+
+    stage = images.stage
+    monkeypatch.setattr(images, "stage", stage_then_tamper)
+    res = project.run("images", "--target", "docker", "--base", "rocky-9")
+    assert res.rc == 4, res.err
+    assert str(tar) in res.err and "Packer was not started" in res.err
+    assert no_base_no_packer == []
+    assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".docker.")]
 
 
 def test_missing_packer_names_the_apt_package(monkeypatch, tmp_path) -> None:
