@@ -5,7 +5,8 @@ later step reads files in build/ that anything with write access there can chang
 (before it calls a stage up to date), rpm, repo and images re-hash what they use:
 
 - the fetch record: its asset hashes to release.lock's pin (for a bare binary, so does flanneld);
-- the payload manifest: its flanneld digest is the fetch record's;
+- the payload manifest: its flanneld digest is the fetch record's, every other file is what the
+  config renders (path, mode, size, sha256);
 - the stage: root/ holds exactly the manifest's files, each with the manifest's sha256, size and
   mode; the tarball, where a step ships it, has the manifest's sha256;
 - an RPM: the sha256 rpm.json recorded, and a header file list (path, mode, size, sha256) that is
@@ -76,9 +77,11 @@ def check_stage(
     fetched: Fetched,
     record: Path,
     *,
+    rendered: Mapping[str, FileFacts],
     tarball: Path | None = None,
 ) -> None:
-    """root holds exactly the manifest's files, and the manifest's flanneld is fetch's."""
+    """root holds exactly the manifest's files; the manifest holds fetch's flanneld and the
+    rendered files (node path -> facts, from the config: all files but flanneld)."""
     stage = root.parent
     expected = _manifest_files(manifest, manifest_path, stage)
     flanneld = f"{manifest['prefix']}/bin/flanneld"
@@ -99,6 +102,20 @@ def check_stage(
                 + _payload_fix(stage)
             )
 
+    drift = [
+        f"  {path}: the manifest records {_facts(expected.get(path))}, the config renders "
+        f"{_facts(rendered.get(path))}"
+        for path in sorted(set(expected) - {flanneld} | set(rendered))
+        if expected.get(path) != rendered.get(path)
+    ]
+    if drift:
+        raise IntegrityError(
+            f"{manifest_path} does not record what the config renders:\n"
+            + "\n".join(drift)
+            + "\n"
+            + _payload_fix(stage)
+        )
+
     problems = [
         line
         for path, facts in sorted(_tree(root).items())
@@ -117,6 +134,10 @@ def check_stage(
             + "\n"
             + _payload_fix(stage)
         )
+
+
+def _facts(facts: FileFacts | None) -> str:
+    return f"mode {facts[0]}, size {facts[1]}, sha256 {facts[2]}" if facts else "no such file"
 
 
 def _manifest_files(

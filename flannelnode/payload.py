@@ -90,24 +90,46 @@ def _fetched(build_dir: Path, config: Config, arch: str) -> Fetched:
 
 
 def verify(
-    config: Config, build_dir: Path, arch: str, manifest: dict[str, Any], *, tarball: bool = False
+    config: Config,
+    build_dir: Path,
+    arch: str,
+    manifest: dict[str, Any],
+    *,
+    tarball: bool = False,
+    files: list[NodeFile] | None = None,
 ) -> None:
-    """The stage of arch is still what its manifest, fetch and release.lock say (integrity.py)."""
+    """The stage of arch is still what the config renders, fetch verified, release.lock pins and
+    its manifest says (integrity.py). files: node_files(config), if the caller has them."""
     out = payload_dir(build_dir, arch)
+    files = node_files(config) if files is None else files
+    fetched = _fetched(build_dir, config, arch)
+    if manifest.get("input_digest") != _input_digest(fetched, files):
+        raise FlannelnodeError(
+            f"{out} was not staged from the current config and fetch: run `build.py payload` "
+            "(and `build.py rpm`) again"
+        )
     integrity.check_stage(
         out / "root",
         manifest,
         out / MANIFEST,
-        _fetched(build_dir, config, arch),
+        fetched,
         _record(build_dir, config, arch),
+        rendered={
+            f.path: (f"{f.mode:04o}", len(f.content), hashlib.sha256(f.content).hexdigest())
+            for f in files
+        },
         tarball=out / TARBALL if tarball else None,
     )
 
 
 def verify_all(config: Config, build_dir: Path, manifests: dict[str, dict[str, Any]]) -> None:
     """verify() for several arches, two at a time (hashing releases the GIL; two cores here)."""
+    files = node_files(config)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = [pool.submit(verify, config, build_dir, a, m) for a, m in manifests.items()]
+        jobs = [
+            pool.submit(verify, config, build_dir, arch, manifest, files=files)
+            for arch, manifest in manifests.items()
+        ]
         for job in jobs:
             job.result()
 
@@ -149,7 +171,7 @@ def stage_arch(config: Config, build_dir: Path, arch: str, reporter: Reporter) -
         # run payload right before rpm and repo, so a rebuild here would turn a stage changed in
         # build/ into a quiet success, and delete what shows how it changed. The operator decides;
         # the alarm says how to start over.
-        verify(config, build_dir, arch, manifest, tarball=True)
+        verify(config, build_dir, arch, manifest, tarball=True, files=files)
         reporter.log(f"payload {arch}: up to date")
         tarball_sha256 = manifest["tarball_sha256"]
         return Staged(

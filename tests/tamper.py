@@ -5,7 +5,10 @@ Each tamper changes build/payload/<arch>/root and returns the node path the alar
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,6 +56,18 @@ TAMPERS: dict[str, Callable[[Path], str]] = {
 }
 
 tampers = pytest.mark.parametrize("tamper", list(TAMPERS.values()), ids=list(TAMPERS))
+
+
+def rewrite_manifest(build: Path, arch: str = "amd64") -> None:
+    """Make build/payload/<arch>/manifest.json agree with what root/ holds now."""
+    out = build / "payload" / arch
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        on_disk = out / "root" / entry["path"].lstrip("/")
+        entry["sha256"] = hashlib.sha256(on_disk.read_bytes()).hexdigest()
+        entry["size"] = on_disk.stat().st_size
+        entry["mode"] = f"{stat.S_IMODE(on_disk.stat().st_mode):04o}"
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def stage_root(build: Path, arch: str = "amd64") -> Path:

@@ -8,7 +8,15 @@ import stat
 import tarfile
 
 from .assets import elf, sha
-from .tamper import FLANNELD, flip_byte, snapshot, stage_root, tampers
+from .tamper import (
+    FLANNELD,
+    UNIT,
+    flip_byte,
+    rewrite_manifest,
+    snapshot,
+    stage_root,
+    tampers,
+)
 
 
 def _manifest(project, arch):
@@ -181,3 +189,12 @@ def test_a_stage_from_before_tarball_digests_is_staged_again_not_an_alarm(projec
     assert res.rc == 0, res.err
     assert "payload amd64: staged" in res.err and "payload arm64: up to date" in res.err
     assert "tarball_sha256" in _manifest(project, "amd64")
+
+
+def test_a_manifest_rewritten_to_match_a_changed_unit_is_caught_by_the_config(project, fetched):
+    assert project.run("payload").rc == 0
+    flip_byte(stage_root(project.build) / UNIT.lstrip("/"), offset=10)
+    rewrite_manifest(project.build)
+    res = project.run("payload")
+    assert res.rc == 4, res.err
+    assert UNIT in res.err and "the config renders" in res.err

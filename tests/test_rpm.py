@@ -25,7 +25,15 @@ from flannelnode import repo, rpm
 from flannelnode.progress import Reporter
 
 from .assets import elf, sha
-from .tamper import FLANNELD, flip_byte, snapshot, stage_root, tampers
+from .tamper import (
+    FLANNELD,
+    UNIT,
+    flip_byte,
+    rewrite_manifest,
+    snapshot,
+    stage_root,
+    tampers,
+)
 
 EPOCH = "1700000000"
 TOOLS = {  # command -> Debian package
@@ -466,6 +474,25 @@ def test_rpm_alarms_on_a_tampered_stage_and_packages_nothing(project, fetched, m
     assert "`build.py payload` again" in res.err
     assert not (project.build / "rpm").exists()
     assert not list(project.build.glob(".rpm.*"))
+
+
+def test_rpm_alarms_on_a_manifest_rewritten_to_match_a_changed_unit(project, fetched, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    assert project.run("payload").rc == 0
+    flip_byte(stage_root(project.build, "arm64") / UNIT.lstrip("/"), offset=10)
+    rewrite_manifest(project.build, "arm64")
+    res = project.run("rpm")
+    assert res.rc == 4, res.err
+    assert UNIT in res.err and "the config renders" in res.err
+    assert not (project.build / "rpm").exists()
+
+
+def test_rpm_refuses_a_stage_of_another_config(project, built):
+    toml = project.root / "node.toml"
+    toml.write_text(toml.read_text() + '\n[flanneld]\niface = ["eth1"]\n')
+    res = project.run("rpm")
+    assert res.rc == 1, res.err
+    assert "not staged from the current config" in res.err and "`build.py payload`" in res.err
 
 
 def test_an_up_to_date_rpm_alarms_on_a_stage_tampered_since(project, built):
