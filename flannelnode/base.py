@@ -246,7 +246,7 @@ def _build_qcow2(work: Path, image_id: str, out: Path, log: Path, reporter: Repo
         _run(
             "vm-setup",
             [
-                "docker", "run", "--name", name, "--entrypoint", "/bin/sh",
+                "docker", "run", "--pull=never", "--name", name, "--entrypoint", "/bin/sh",
                 "-e", f"ROOT_UUID={root_uuid}", "-v", f"{RECIPE_DIR}:/recipe:ro",
                 image_id, "/recipe/vm-setup.sh",
             ],

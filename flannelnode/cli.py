@@ -20,7 +20,8 @@ from .progress import Reporter
 EPILOG = """\
 exit codes: 0 ok; 1 a step failed (network, tool, cache miss with --offline); 2 bad input
 (config, flags, files); 3 etcd holds a different network config; 4 supply-chain alarm (hash
-mismatch, pin conflict, unsafe archive, wrong-arch binary); 130 interrupted.
+mismatch, pin conflict, unsafe archive, wrong-arch binary, a staged payload or RPM changed since
+its step made it); 130 interrupted.
 """
 
 

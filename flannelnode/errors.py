@@ -5,7 +5,8 @@ import errno
 EXIT_FAILED = 1  # a step could not finish (network, missing tool, cache miss offline)
 EXIT_BAD_INPUT = 2  # bad configuration, flags or files named by the user
 EXIT_CONFLICT = 3  # etcd already holds a different network config
-EXIT_INTEGRITY = 4  # supply-chain alarm: hash mismatch, pin conflict, unsafe archive, wrong ELF
+# supply-chain alarm: hash mismatch, pin conflict, unsafe archive, wrong ELF, changed build output
+EXIT_INTEGRITY = 4
 
 
 class FlannelnodeError(Exception):

@@ -7,6 +7,9 @@ artifact in build/images/<target>.json. Same digest and the artifact still there
 Nothing half-made is left: Packer removes its container or VM on failure, the docker image is only
 committed and tagged at the very end, and the qcow2 is written in a scratch directory and moved
 into place once Packer succeeded.
+
+The payload is re-verified before the base image and before Packer: a stage that payload finds
+changed is an alarm (exit 4), and the tarball Packer uploads is a copy hashed against the manifest.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import base, packer
+from . import base, integrity, packer
 from .cache import sha256_file
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
@@ -135,11 +138,18 @@ def _upload_dir(work: Path, staged: Staged, rpms: Sequence[Path]) -> Path:
     """What Packer copies into the image: the payload tarball and, for EL bases, our RPMs."""
     up = work / "upload"
     (up / "rpms").mkdir(parents=True)
-    # the templates point provision.sh at this fixed name, whatever payload.py calls its file
-    try:
-        os.link(staged.tarball, up / UPLOAD_PAYLOAD)
-    except OSError:
-        shutil.copyfile(staged.tarball, up / UPLOAD_PAYLOAD)
+    # the templates point provision.sh at this fixed name, whatever payload.py calls its file.
+    # A copy, hashed as it is made: the stage was verified before the base image was built, which
+    # can take minutes, and Packer uploads exactly these bytes.
+    integrity.copy_verified(
+        staged.tarball,
+        up / UPLOAD_PAYLOAD,
+        staged.tarball_sha256,
+        vouched_by=f"{staged.manifest} records",
+        fix="the payload tarball changed after `payload` made it; Packer was not started. Find "
+        f"out what changed it, then remove {staged.tarball.parent} and run `build.py payload` "
+        "again.",
+    )
     for rpm in rpms:
         shutil.copyfile(rpm, up / "rpms" / rpm.name)
     return up

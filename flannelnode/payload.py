@@ -3,7 +3,8 @@
 build/payload/<arch>/
   root/                         the tree, exact paths and modes (owner root)
   flannelnode-payload.tar       the same tree as a tarball (uid/gid 0, fixed mtime, sorted)
-  manifest.json                 path, mode, size, sha256 of every file, plus the input digest
+  manifest.json                 path, mode, size, sha256 of every file, the tarball's sha256,
+                                the input digest
 
 RPMs package root/; images install the RPM or unpack the tarball. Nothing else renders node files.
 The tar is uncompressed on purpose: it only travels to Packer on this host, and gzip would cost
@@ -19,9 +20,11 @@ import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from . import netconf, units
+from . import integrity, netconf, units
 from .atomic import staged_dir
+from .cache import sha256_file
 from .config import Config
 from .errors import FlannelnodeError, IntegrityError
 from .fetch import RECORD, Fetched, fetch_dir
@@ -30,7 +33,6 @@ from .units import NodeFile
 
 TARBALL = "flannelnode-payload.tar"
 MANIFEST = "manifest.json"
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Staged:
     tarball: Path
     manifest: Path
     digest: str
+    tarball_sha256: str
     rebuilt: bool
 
 
@@ -65,30 +68,72 @@ def payload_dir(build_dir: Path, arch: str) -> Path:
     return build_dir / "payload" / arch
 
 
+def _record(build_dir: Path, config: Config, arch: str) -> Path:
+    return fetch_dir(build_dir, config.flannel.version, arch) / RECORD
+
+
 def _fetched(build_dir: Path, config: Config, arch: str) -> Fetched:
-    record = fetch_dir(build_dir, config.flannel.version, arch) / RECORD
+    """The fetch record, still vouching for what release.lock pins."""
+    record = _record(build_dir, config, arch)
     try:
-        return Fetched(**json.loads(record.read_text()))
+        fetched = Fetched(**json.loads(record.read_text()))
     except FileNotFoundError:
         raise FlannelnodeError(
             f"{record} is missing: flannel {config.flannel.version} for {arch} has not been "
             "fetched. Run `build.py fetch` (or `make fetch`) first."
         ) from None
-
-
-def _copy_verified(src: Path, dst: Path, sha256: str) -> None:
-    """Copy and hash in one pass; the copy must be exactly what fetch verified."""
-    digest = hashlib.sha256()
-    with src.open("rb") as inp, dst.open("wb") as out:
-        while chunk := inp.read(CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-    if digest.hexdigest() != sha256:
-        dst.unlink()
+    except (OSError, ValueError, TypeError) as exc:
         raise IntegrityError(
-            f"{src}: sha256 {digest.hexdigest()} is not the {sha256} that fetch verified; the "
-            "fetched binary changed on disk. Run `build.py fetch` again."
+            f"{record}: not the record `build.py fetch` wrote ({exc}). Remove {record.parent} "
+            "and run `build.py fetch` again."
+        ) from None
+    integrity.check_fetched(fetched, record, config.fetch.lock)
+    return fetched
+
+
+def verify(
+    config: Config,
+    build_dir: Path,
+    arch: str,
+    manifest: dict[str, Any],
+    *,
+    tarball: bool = False,
+    files: list[NodeFile] | None = None,
+) -> None:
+    """The stage of arch is still what the config renders, fetch verified, release.lock pins and
+    its manifest says (integrity.py). files: node_files(config), if the caller has them."""
+    out = payload_dir(build_dir, arch)
+    files = node_files(config) if files is None else files
+    fetched = _fetched(build_dir, config, arch)
+    if manifest.get("input_digest") != _input_digest(fetched, files):
+        raise FlannelnodeError(
+            f"{out} was not staged from the current config and fetch: run `build.py payload` "
+            "(and `build.py rpm`) again"
         )
+    integrity.check_stage(
+        out / "root",
+        manifest,
+        out / MANIFEST,
+        fetched,
+        _record(build_dir, config, arch),
+        rendered={
+            f.path: (f"{f.mode:04o}", len(f.content), hashlib.sha256(f.content).hexdigest())
+            for f in files
+        },
+        tarball=out / TARBALL if tarball else None,
+    )
+
+
+def verify_all(config: Config, build_dir: Path, manifests: dict[str, dict[str, Any]]) -> None:
+    """verify() for several arches, two at a time (hashing releases the GIL; two cores here)."""
+    files = node_files(config)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = [
+            pool.submit(verify, config, build_dir, arch, manifest, files=files)
+            for arch, manifest in manifests.items()
+        ]
+        for job in jobs:
+            job.result()
 
 
 def _input_digest(fetched: Fetched, files: list[NodeFile]) -> str:
@@ -105,18 +150,35 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+def _manifest_of(out: Path, digest: str) -> dict[str, Any] | None:
+    """The manifest of a stage made from these inputs (by this flannelnode), else None."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("input_digest") != digest:
+        return None
+    return manifest if "tarball_sha256" in manifest else None  # an older layout: rebuild
+
+
 def stage_arch(config: Config, build_dir: Path, arch: str, reporter: Reporter) -> Staged:
     fetched = _fetched(build_dir, config, arch)
     prefix = config.install.prefix
     files = node_files(config)
     digest = _input_digest(fetched, files)
     out = payload_dir(build_dir, arch)
-    try:
-        if json.loads((out / MANIFEST).read_text())["input_digest"] == digest:
-            reporter.log(f"payload {arch}: up to date")
-            return Staged(arch, out / "root", out / TARBALL, out / MANIFEST, digest, False)
-    except (OSError, ValueError, KeyError):
-        pass
+    manifest = _manifest_of(out, digest)
+    if manifest is not None:
+        # Re-verified, and an alarm if it changed, never rebuilt: `make repo` and `build.py all`
+        # run payload right before rpm and repo, so a rebuild here would turn a stage changed in
+        # build/ into a quiet success, and delete what shows how it changed. The operator decides;
+        # the alarm says how to start over.
+        verify(config, build_dir, arch, manifest, tarball=True, files=files)
+        reporter.log(f"payload {arch}: up to date")
+        tarball_sha256 = manifest["tarball_sha256"]
+        return Staged(
+            arch, out / "root", out / TARBALL, out / MANIFEST, digest, tarball_sha256, False
+        )
 
     with staged_dir(out) as tmp:
         root = tmp / "root"
@@ -127,7 +189,13 @@ def stage_arch(config: Config, build_dir: Path, arch: str, reporter: Reporter) -
             target.parent.mkdir(parents=True, exist_ok=True)
             if f is flanneld:
                 src = fetch_dir(build_dir, config.flannel.version, arch) / "flanneld"
-                _copy_verified(src, target, fetched.flanneld_sha256)
+                integrity.copy_verified(
+                    src,
+                    target,
+                    fetched.flanneld_sha256,
+                    vouched_by="fetch verified",
+                    fix="the fetched binary changed on disk. Run `build.py fetch` again.",
+                )
                 sha, size = fetched.flanneld_sha256, target.stat().st_size
             else:
                 target.write_bytes(f.content)
@@ -147,6 +215,7 @@ def stage_arch(config: Config, build_dir: Path, arch: str, reporter: Reporter) -
                 tar.add(
                     root / e["path"].lstrip("/"), arcname=e["path"].lstrip("/"), filter=_tar_filter
                 )
+        tarball_sha256 = sha256_file(tmp / TARBALL)
         manifest = {
             "flannel_version": config.flannel.version,
             "arch": arch,
@@ -154,11 +223,12 @@ def stage_arch(config: Config, build_dir: Path, arch: str, reporter: Reporter) -
             "asset": fetched.asset,
             "asset_sha256": fetched.sha256,
             "input_digest": digest,
+            "tarball_sha256": tarball_sha256,
             "files": entries,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     reporter.log(f"payload {arch}: staged {len(entries)} files in {out}")
-    return Staged(arch, out / "root", out / TARBALL, out / MANIFEST, digest, True)
+    return Staged(arch, out / "root", out / TARBALL, out / MANIFEST, digest, tarball_sha256, True)
 
 
 def stage(config: Config, build_dir: Path, reporter: Reporter) -> list[Staged]:

@@ -9,6 +9,10 @@ build/repo/
 Every signature is checked with `rpm -K` against a throwaway rpmdb that holds only this public key:
 Debian's rpmsign exits 0 without signing when its gpg is misconfigured, and an unsigned RPM passes
 a plain `rpm -K` ("digests OK"). The whole tree is assembled in a temp dir and moved into place.
+
+What is signed is re-verified first (integrity.py): the stage each RPM was built from, against its
+manifest, the fetch record and release.lock; and each copy about to be signed, against the sha256
+rpm.json recorded and, through its header's file list, against the payload manifest.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
-from .cache import sha256_file
+from . import integrity, payload
 from .config import Config
-from .errors import ConfigError, FlannelnodeError, IntegrityError
+from .errors import ConfigError, FlannelnodeError
 from .payload import MANIFEST, payload_dir
 from .progress import Reporter
 from .rpm import RECORD, RPM_DIR, RpmError, rpm_dir, run
@@ -208,32 +213,64 @@ def _check_signature(rpm: Path, db: Path) -> None:
         )
 
 
-def _packages(config: Config, build_dir: Path) -> list[Path]:
-    """The RPMs `rpm` recorded for the configured arches, checked against the current payload."""
+@dataclass(frozen=True)
+class _Package:
+    arch: str
+    path: Path
+    sha256: str  # as `rpm` recorded it
+    manifest: dict[str, Any]
+
+
+def _packages(config: Config, build_dir: Path) -> list[_Package]:
+    """The RPMs `rpm` recorded for the configured arches, built from the current, verified stage."""
     out = rpm_dir(build_dir)
     try:
         record = json.loads((out / RECORD).read_text())
     except (OSError, ValueError):
         record = {}
-    rpms = []
+    packages = []
     for arch in config.flannel.arches:
         entry = record.get(arch)
         path = out / entry["file"] if entry else None
         if path is None or not path.is_file():
             raise RpmError(f"no RPM for {arch} in {out}: run `build.py rpm` (or `make rpm`) first")
         try:
-            payload = json.loads((payload_dir(build_dir, arch) / MANIFEST).read_text())
+            manifest = json.loads((payload_dir(build_dir, arch) / MANIFEST).read_text())
         except (OSError, ValueError):
-            payload = {}
-        if payload.get("input_digest") != entry["key"]["input_digest"]:
+            manifest = {}
+        if (
+            not isinstance(manifest, dict)
+            or manifest.get("input_digest") != entry["key"]["input_digest"]
+        ):
             raise RpmError(
                 f"{path.name} was built from another payload than build/payload/{arch}: "
                 "run `build.py rpm` (or `make rpm`) again"
             )
-        if sha256_file(path) != entry["sha256"]:
-            raise IntegrityError(f"{path}: changed since `build.py rpm` made it; run it again")
-        rpms.append(path)
-    return rpms
+        packages.append(_Package(arch, path, entry["sha256"], manifest))
+    payload.verify_all(config, build_dir, {p.arch: p.manifest for p in packages})
+    return packages
+
+
+def _copy_checked(package: _Package, dst: Path, build_dir: Path) -> None:
+    """What is signed is what `rpm` recorded, holding the files of the verified stage."""
+    record = rpm_dir(build_dir) / RECORD
+    integrity.copy_verified(
+        package.path,
+        dst,
+        package.sha256,
+        vouched_by=f"{record} records (written by `build.py rpm`)",
+        fix="the package changed after `rpm` made it; nothing was signed. Find out what changed "
+        f"it, then remove {package.path} and run `build.py rpm` again.",
+    )
+    shutil.copystat(package.path, dst)
+    integrity.check_rpm_files(
+        dst,
+        package.manifest,
+        payload_dir(build_dir, package.arch) / MANIFEST,
+        f"{package.path} is not what `rpm` made from this payload ({record} rewritten with it?); "
+        f"nothing was signed. Find out what changed them, then remove {package.path.parent} and "
+        "run `build.py rpm` again.",
+    )
 
 
 def _repo_file(baseurl: str, signed: bool) -> str:
@@ -294,7 +331,7 @@ def publish(
             )
         if passphrase_file is not None and not passphrase_file.is_file():
             raise ConfigError(f"{passphrase_file}: no such passphrase file")
-    rpms = _packages(config, build_dir)
+    built = _packages(config, build_dir)
     baseurl = (baseurl or PLACEHOLDER_BASEURL).rstrip("/")
     out = build_dir / "repo"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -304,10 +341,13 @@ def publish(
     try:
         packages = tmp / "Packages"
         packages.mkdir()
-        copies = []
-        for rpm in rpms:
-            shutil.copy2(rpm, packages / rpm.name)
-            copies.append(packages / rpm.name)
+        copies = [packages / package.path.name for package in built]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for job in [
+                pool.submit(_copy_checked, package, copy, build_dir)
+                for package, copy in zip(built, copies, strict=True)
+            ]:
+                job.result()
         if not unsigned:
             assert gpg_key is not None
             home = gpg_home
@@ -374,10 +414,10 @@ def publish(
             f"repo: WARNING: {out / REPO_FILE} has the placeholder baseurl {baseurl}; set the URL "
             "where build/repo/ will be served"
         )
-    reporter.log(f"repo: {len(rpms)} packages in {out}")
+    reporter.log(f"repo: {len(built)} packages in {out}")
     return Repo(
         path=out,
-        rpms=[out / "Packages" / rpm.name for rpm in rpms],
+        rpms=[out / "Packages" / package.path.name for package in built],
         repo_file=out / REPO_FILE,
         key_file=out / KEY_FILE if gpg else None,
         fingerprint=gpg.fingerprint if gpg else None,

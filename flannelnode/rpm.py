@@ -8,6 +8,10 @@ The spec is rendered from rpm/flannel-node.spec.j2 with the manifest's paths and
 %install copies build/payload/<arch>/root. rpmbuild runs with `--target <rpmarch>` on any host: the
 package holds a prebuilt binary, so nothing is compiled or stripped. An arch whose payload digest,
 rendered spec and SOURCE_DATE_EPOCH are unchanged is not rebuilt.
+
+Every run, up to date or not, first re-verifies each arch's stage against its manifest, the fetch
+record and release.lock (integrity.py), and a package is kept only if its file list is the
+manifest's: a stage changed in build/ is an alarm (exit 4), never packaged.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from typing import Any
 
 import jinja2
 
+from . import integrity, payload
 from .arch import ARCHES
 from .cache import sha256_file
 from .config import Config
-from .errors import FlannelnodeError
+from .errors import FlannelnodeError, IntegrityError
 from .payload import MANIFEST, payload_dir
 from .progress import Reporter
 from .tools import require
@@ -206,6 +211,42 @@ def _rpmbuild(spec: str, root: Path, rpm_arch: str, work: Path, epoch: str | Non
     return built[0]
 
 
+def _manifest(config: Config, build_dir: Path, arch: str) -> dict[str, Any]:
+    staged = payload_dir(build_dir, arch)
+    try:
+        manifest = json.loads((staged / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise RpmError(
+            f"{staged / MANIFEST} is missing: run `build.py payload` (or `make payload`) first"
+        ) from None
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or "flannel_version" not in manifest:
+        raise IntegrityError(
+            f"{staged / MANIFEST}: not the manifest `build.py payload` wrote; nothing was "
+            f"packaged. Find out what changed it, then remove {staged} and run `build.py payload` "
+            "again."
+        )
+    if manifest["flannel_version"] != config.flannel.version:
+        raise RpmError(
+            f"{staged} holds flannel {manifest['flannel_version']}, the config says "
+            f"{config.flannel.version}: run `build.py payload` first"
+        )
+    return manifest
+
+
+def _check_built(rpm: Path, build_dir: Path, arch: str, manifest: dict[str, Any]) -> None:
+    """What rpmbuild copied is the stage verified before it ran: nothing changed it meanwhile."""
+    stage = payload_dir(build_dir, arch)
+    integrity.check_rpm_files(
+        rpm,
+        manifest,
+        stage / MANIFEST,
+        f"{stage} changed while rpmbuild packaged it; the package was not kept. Find out what "
+        f"changed it, then remove {stage} and run `build.py payload` and `build.py rpm` again.",
+    )
+
+
 def _read_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text())
@@ -229,19 +270,9 @@ def build(
     todo: list[tuple[str, str, dict[str, Any], Path]] = []
     done: list[Built] = []
 
-    for arch in config.flannel.arches:
-        staged = payload_dir(build_dir, arch)
-        try:
-            manifest = json.loads((staged / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise RpmError(
-                f"{staged / MANIFEST} is missing: run `build.py payload` (or `make payload`) first"
-            ) from None
-        if manifest["flannel_version"] != config.flannel.version:
-            raise RpmError(
-                f"{staged} holds flannel {manifest['flannel_version']}, the config says "
-                f"{config.flannel.version}: run `build.py payload` first"
-            )
+    manifests = {arch: _manifest(config, build_dir, arch) for arch in config.flannel.arches}
+    payload.verify_all(config, build_dir, manifests)
+    for arch, manifest in manifests.items():
         context = spec_context(manifest, release)
         key = _key(context, manifest["input_digest"], epoch)
         rpm_arch = ARCHES[arch].rpm
@@ -259,7 +290,7 @@ def build(
                 f"{nvr}; nodes that have {nvr} will not upgrade. Raise the release."
             )
         spec = render_spec(context, epoch)
-        todo.append((arch, spec, key, staged / "root"))
+        todo.append((arch, spec, key, payload_dir(build_dir, arch) / "root"))
 
     if todo:
         out.mkdir(parents=True, exist_ok=True)
@@ -271,6 +302,8 @@ def build(
                     for arch, spec, _, root in todo
                 ]
                 made = [f.result() for f in futures]
+            for (arch, _, _, _), path in zip(todo, made, strict=True):
+                _check_built(path, build_dir, arch, manifests[arch])
             for (arch, _, key, _), path in zip(todo, made, strict=True):
                 digest = sha256_file(path)
                 os.replace(path, out / path.name)

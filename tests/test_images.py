@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,11 @@ from verify.checks import SUBNET_ENV, dockerd_args, env_file, lease_network
 from . import vm
 from .etcd_cluster import EtcdCluster
 from .standin_release import config_text
+from .tamper import flip_byte, snapshot, stage_root, tampers
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_REPOSITORY = "flannelnode-test/node"
+# per test process: two checkouts testing at once must not remove each other's images
+TEST_REPOSITORY = f"flannelnode-test/node-{os.getpid()}"
 GENERATOR = "/usr/lib/systemd/system-generators/flannelnode-docker-generator"
 SECRET_PSK = base64.b64encode(b"flannelnode-image-wireguard-psk!").decode()
 SECRET_NETWORK = f"""
@@ -168,7 +171,7 @@ def test_packer_driver_streams_and_surfaces_a_failing_provisioner(tmp_path: Path
 
 
 def _exported_files(image: str) -> dict[str, tarfile.TarInfo | bytes]:
-    container = _docker("create", image).strip()
+    container = _docker("create", "--pull=never", image).strip()
     try:
         raw = subprocess.run(
             ["docker", "export", container], capture_output=True, check=True, timeout=300
@@ -193,7 +196,7 @@ PEM_PRIVATE_KEY = re.compile(
 
 def _files_holding(image: str, needles: tuple[bytes | re.Pattern[bytes], ...]) -> dict[str, str]:
     """{path: sha256} of every regular file in the image whose content holds one of needles."""
-    container = _docker("create", image).strip()
+    container = _docker("create", "--pull=never", image).strip()
     found: dict[str, str] = {}
     try:
         export = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
@@ -212,7 +215,7 @@ def _files_holding(image: str, needles: tuple[bytes | re.Pattern[bytes], ...]) -
 
 def _offline(image: str, *cmd: str) -> str:
     """Run a command in the image without booting it (systemctl works offline on unit files)."""
-    return _docker("run", "--rm", "--entrypoint", cmd[0], image, *cmd[1:])
+    return _docker("run", "--pull=never", "--rm", "--entrypoint", cmd[0], image, *cmd[1:])
 
 
 def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, test_images) -> None:
@@ -301,7 +304,9 @@ def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, tes
 
     # -- and verify is no rubber stamp: without the docker drop-in generator it fails, by name
     broken = f"{test_images}:broken-dropin"
-    container = _docker("create", "--entrypoint", "rm", docker.image, "-f", GENERATOR).strip()
+    container = _docker(
+        "create", "--pull=never", "--entrypoint", "rm", docker.image, "-f", GENERATOR
+    ).strip()
     try:
         _docker("start", "-a", container)
         restore = ['ENTRYPOINT ["/lib/systemd/systemd"]', "CMD []"]
@@ -344,6 +349,75 @@ def test_a_broken_provisioner_fails_cleanly(
     assert not (project.build / "images" / "docker.json").exists()
     assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".docker.")]
     assert set(_docker("ps", "-aq").split()) <= before
+
+
+# -- a tampered payload stops images before the base image and before Packer
+
+
+@pytest.fixture
+def no_base_no_packer(project, monkeypatch) -> Iterator[list[str]]:
+    """Records whether images got as far as the base image or Packer (and stops either)."""
+    reached: list[str] = []
+    shim = project.root / "packer-shim"
+    shim.mkdir()
+    calls = project.root / "packer-calls"
+    (shim / "packer").write_text(f'#!/bin/sh\necho "$@" >>{calls}\nexit 1\n')
+    (shim / "packer").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+
+    def no_base(*args, **kwargs):
+        reached.append("base")
+        raise images.ImagesError("the test stops images at the base image")
+
+    monkeypatch.setattr(base, "build", no_base)
+    yield reached
+    if calls.exists():
+        reached.append("packer " + calls.read_text())
+
+
+@tampers
+def test_images_alarm_on_a_tampered_stage_before_base_and_packer(
+    project, fetched, no_base_no_packer, tamper
+) -> None:
+    assert project.run("payload").rc == 0
+    named = tamper(stage_root(project.build))
+    before = snapshot(project.build / "payload")
+    res = project.run("images", "--target", "docker,qemu")
+    assert res.rc == 4, res.err
+    assert named in res.err and "Traceback" not in res.err
+    assert no_base_no_packer == []
+    assert snapshot(project.build / "payload") == before  # not rebuilt behind the alarm
+    assert not (project.build / "images").exists()
+
+
+def test_images_alarm_on_a_tampered_payload_tarball(project, fetched, no_base_no_packer) -> None:
+    assert project.run("payload").rc == 0
+    tar = project.build / "payload" / "amd64" / "flannelnode-payload.tar"
+    flip_byte(tar, offset=2000)
+    res = project.run("images", "--target", "docker")
+    assert res.rc == 4, res.err
+    assert str(tar) in res.err
+    assert no_base_no_packer == []
+
+
+def test_images_upload_only_the_tarball_the_manifest_records(
+    project, fetched, no_base_no_packer, monkeypatch
+) -> None:
+    """Changed after the check at the start (during a base build, say): Packer never sees it."""
+    tar = project.build / "payload" / "amd64" / "flannelnode-payload.tar"
+
+    def stage_then_tamper(*args, **kwargs):
+        staged = stage(*args, **kwargs)
+        flip_byte(tar, offset=2000)
+        return staged
+
+    stage = images.stage
+    monkeypatch.setattr(images, "stage", stage_then_tamper)
+    res = project.run("images", "--target", "docker", "--base", "rocky-9")
+    assert res.rc == 4, res.err
+    assert str(tar) in res.err and "Packer was not started" in res.err
+    assert no_base_no_packer == []
+    assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".docker.")]
 
 
 def test_missing_packer_names_the_apt_package(monkeypatch, tmp_path) -> None:

@@ -7,7 +7,16 @@ import json
 import stat
 import tarfile
 
-from .assets import elf
+from .assets import elf, sha
+from .tamper import (
+    FLANNELD,
+    UNIT,
+    flip_byte,
+    rewrite_manifest,
+    snapshot,
+    stage_root,
+    tampers,
+)
 
 
 def _manifest(project, arch):
@@ -122,3 +131,90 @@ def test_one_rendering_of_the_network_config(tmp_path):
     assert text == seed.network_json(cfg) == seed.seeder().canonical(text)
     (delivered,) = [f for f in userdata.config_files(cfg) if f.path.endswith("net-conf.json")]
     assert delivered.content.decode() == text
+
+
+# -- a stage changed after `payload` made it is an alarm, never "up to date" and never healed
+
+
+@tampers
+def test_payload_alarms_on_a_stage_changed_since_it_was_made(project, fetched, tamper):
+    assert project.run("payload").rc == 0
+    out = project.build / "payload" / "amd64"
+    named = tamper(out / "root")
+    before = snapshot(out)
+    res = project.run("payload")
+    assert res.rc == 4, res.err
+    assert "Traceback" not in res.err
+    assert named in res.err
+    assert f"remove {out}" in res.err and "`build.py payload` again" in res.err
+    assert snapshot(out) == before  # left as found, for whoever looks into it
+
+
+def test_the_alarm_names_the_expected_and_the_actual_digest(project, fetched):
+    assert project.run("payload").rc == 0
+    flanneld = stage_root(project.build) / FLANNELD.lstrip("/")
+    flip_byte(flanneld)
+    res = project.run("payload")
+    assert res.rc == 4
+    assert sha(fetched["amd64"]) in res.err  # what the manifest, fetch and release.lock say
+    assert sha(flanneld.read_bytes()) in res.err  # what is there
+
+
+def test_payload_alarms_on_a_changed_tarball(project, fetched):
+    assert project.run("payload").rc == 0
+    tar = project.build / "payload" / "arm64" / "flannelnode-payload.tar"
+    flip_byte(tar, offset=2000)
+    res = project.run("payload")
+    assert res.rc == 4, res.err
+    assert str(tar) in res.err
+
+
+def test_a_manifest_rewritten_to_match_a_changed_flanneld_is_caught_by_the_pin(project, fetched):
+    assert project.run("payload").rc == 0
+    out = project.build / "payload" / "amd64"
+    flanneld = out / "root" / FLANNELD.lstrip("/")
+    flip_byte(flanneld)
+    manifest = _manifest(project, "amd64")
+    for entry in manifest["files"]:
+        if entry["path"] == FLANNELD:
+            entry["sha256"] = sha(flanneld.read_bytes())
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    res = project.run("payload")
+    assert res.rc == 4, res.err
+    assert FLANNELD in res.err and "release.lock" in res.err
+    assert sha(fetched["amd64"]) in res.err
+
+
+def test_a_fetch_record_rewritten_to_match_a_changed_flanneld_is_refused(project, fetched):
+    fetch = project.build / "fetch" / "v0.27.4" / "arm64"
+    other = elf("arm64")
+    (fetch / "flanneld").write_bytes(other)
+    record = json.loads((fetch / "release.json").read_text())
+    record["flanneld_sha256"] = sha(other)
+    (fetch / "release.json").write_text(json.dumps(record, indent=2) + "\n")
+    res = project.run("payload")
+    assert res.rc == 4, res.err
+    assert str(fetch / "release.json") in res.err and "release.lock" in res.err
+    assert sha(fetched["arm64"]) in res.err and sha(other) in res.err
+    assert not (project.build / "payload" / "arm64").exists()
+
+
+def test_a_stage_from_before_tarball_digests_is_staged_again_not_an_alarm(project, fetched):
+    assert project.run("payload").rc == 0
+    path = project.build / "payload" / "amd64" / "manifest.json"
+    manifest = _manifest(project, "amd64")
+    del manifest["tarball_sha256"]
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    res = project.run("payload")
+    assert res.rc == 0, res.err
+    assert "payload amd64: staged" in res.err and "payload arm64: up to date" in res.err
+    assert "tarball_sha256" in _manifest(project, "amd64")
+
+
+def test_a_manifest_rewritten_to_match_a_changed_unit_is_caught_by_the_config(project, fetched):
+    assert project.run("payload").rc == 0
+    flip_byte(stage_root(project.build) / UNIT.lstrip("/"), offset=10)
+    rewrite_manifest(project.build)
+    res = project.run("payload")
+    assert res.rc == 4, res.err
+    assert UNIT in res.err and "the config renders" in res.err

@@ -25,6 +25,15 @@ from flannelnode import repo, rpm
 from flannelnode.progress import Reporter
 
 from .assets import elf, sha
+from .tamper import (
+    FLANNELD,
+    UNIT,
+    flip_byte,
+    rewrite_manifest,
+    snapshot,
+    stage_root,
+    tampers,
+)
 
 EPOCH = "1700000000"
 TOOLS = {  # command -> Debian package
@@ -448,6 +457,157 @@ def test_unsigned_repo_only_on_request_and_loudly(project, built, capsys):
     text = published.repo_file.read_text()
     assert "gpgcheck=0" in text and "UNSIGNED" in text and "PLACEHOLDER" in text
     assert not (published.path / "repodata" / "repomd.xml.asc").exists()
+
+
+# -- what rpm packages and repo signs is re-verified: the stage against its manifest, fetch and
+# release.lock; each RPM against rpm.json and the payload manifest
+
+
+@tampers
+def test_rpm_alarms_on_a_tampered_stage_and_packages_nothing(project, fetched, monkeypatch, tamper):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    assert project.run("payload").rc == 0
+    named = tamper(stage_root(project.build))
+    res = project.run("rpm")
+    assert res.rc == 4, res.err
+    assert named in res.err and "Traceback" not in res.err
+    assert "`build.py payload` again" in res.err
+    assert not (project.build / "rpm").exists()
+    assert not list(project.build.glob(".rpm.*"))
+
+
+def test_rpm_alarms_on_a_manifest_rewritten_to_match_a_changed_unit(project, fetched, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    assert project.run("payload").rc == 0
+    flip_byte(stage_root(project.build, "arm64") / UNIT.lstrip("/"), offset=10)
+    rewrite_manifest(project.build, "arm64")
+    res = project.run("rpm")
+    assert res.rc == 4, res.err
+    assert UNIT in res.err and "the config renders" in res.err
+    assert not (project.build / "rpm").exists()
+
+
+def test_rpm_refuses_a_stage_of_another_config(project, built):
+    toml = project.root / "node.toml"
+    toml.write_text(toml.read_text() + '\n[flanneld]\niface = ["eth1"]\n')
+    res = project.run("rpm")
+    assert res.rc == 1, res.err
+    assert "not staged from the current config" in res.err and "`build.py payload`" in res.err
+
+
+def test_an_up_to_date_rpm_alarms_on_a_stage_tampered_since(project, built):
+    before = snapshot(project.build / "rpm")
+    flip_byte(stage_root(project.build) / FLANNELD.lstrip("/"))
+    res = project.run("rpm")
+    assert res.rc == 4, res.err
+    assert FLANNELD in res.err
+    assert snapshot(project.build / "rpm") == before
+
+
+def test_rpm_keeps_no_package_of_a_stage_changed_while_rpmbuild_ran(project, fetched, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    assert project.run("payload").rc == 0
+    rpmbuild = rpm._rpmbuild
+
+    def tampering(spec, root, rpm_arch, work, epoch):
+        if rpm_arch == "aarch64":
+            flip_byte(root / FLANNELD.lstrip("/"))
+        return rpmbuild(spec, root, rpm_arch, work, epoch)
+
+    monkeypatch.setattr(rpm, "_rpmbuild", tampering)
+    res = project.run("rpm")
+    assert res.rc == 4, res.err
+    assert "flannel-node-0.27.4-1.aarch64.rpm" in res.err and FLANNELD in res.err
+    assert "changed while rpmbuild packaged it" in res.err
+    assert not list((project.build / "rpm").glob("*.rpm"))
+    assert not list(project.build.glob(".rpm.*"))
+
+
+def _repo_cli(project, signing_key):
+    home, fpr = signing_key
+    return project.run(
+        "repo",
+        "--gpg-key",
+        fpr,
+        "--gpg-home",
+        str(home),
+        "--baseurl",
+        f"file://{project.build / 'repo'}",
+    )
+
+
+@pytest.fixture
+def signed(monkeypatch) -> list[Path]:
+    """Every RPM rpmsign is asked to sign."""
+    calls: list[Path] = []
+    sign = repo._sign_rpms
+
+    def recording(gpg, rpms):
+        calls.extend(rpms)
+        sign(gpg, rpms)
+
+    monkeypatch.setattr(repo, "_sign_rpms", recording)
+    return calls
+
+
+@tampers
+def test_repo_alarms_on_a_tampered_stage_and_signs_nothing(
+    project, built, signing_key, signed, tamper
+):
+    rpms = snapshot(project.build / "rpm")
+    named = tamper(stage_root(project.build))
+    res = _repo_cli(project, signing_key)
+    assert res.rc == 4, res.err
+    assert named in res.err and "Traceback" not in res.err
+    assert signed == []
+    assert not (project.build / "repo").exists()
+    assert not list(project.build.glob(".repo.*"))
+    assert snapshot(project.build / "rpm") == rpms
+
+
+def test_repo_keeps_the_published_repo_when_the_stage_was_tampered(
+    project, built, signing_key, signed
+):
+    assert _repo_cli(project, signing_key).rc == 0
+    published = snapshot(project.build / "repo")
+    signed.clear()
+    flip_byte(stage_root(project.build, "arm64") / FLANNELD.lstrip("/"))
+    res = _repo_cli(project, signing_key)
+    assert res.rc == 4, res.err
+    assert FLANNELD in res.err and "arm64" in res.err
+    assert signed == []
+    assert snapshot(project.build / "repo") == published
+
+
+def test_repo_alarms_on_an_rpm_changed_since_rpm_made_it(project, built, signing_key, signed):
+    flip_byte(built[0].path, offset=-100)
+    res = _repo_cli(project, signing_key)
+    assert res.rc == 4, res.err
+    assert built[0].path.name in res.err
+    assert built[0].sha256 in res.err and sha(built[0].path.read_bytes()) in res.err
+    assert "`build.py rpm`" in res.err
+    assert signed == [] and not (project.build / "repo").exists()
+
+
+def test_repo_alarms_on_an_rpm_of_another_payload_that_rpm_json_vouches_for(
+    project, built, signing_key, signed
+):
+    """rpm.json and the RPM replaced together: the package's own file list is checked."""
+    old = {b.arch: b.path.read_bytes() for b in built}
+    toml = project.root / "node.toml"
+    toml.write_text(toml.read_text() + '\n[flanneld]\niface = ["eth1"]\n')
+    assert project.run("payload").rc == 0
+    rebuilt = _build(project)
+    record_path = project.build / "rpm" / "rpm.json"
+    record = json.loads(record_path.read_text())
+    for b in rebuilt:
+        b.path.write_bytes(old[b.arch])
+        record[b.arch]["sha256"] = sha(old[b.arch])
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    res = _repo_cli(project, signing_key)
+    assert res.rc == 4, res.err
+    assert "/opt/kubernetes/cfg/flanneld" in res.err and rebuilt[0].path.name in res.err
+    assert signed == [] and not (project.build / "repo").exists()
 
 
 # -- dnf (yum v4) against the signed repository, into an installroot
