@@ -2,6 +2,11 @@
 
 Retried: 5xx, 429, dropped connections, timeouts, short bodies. Not retried: other 4xx (the asset
 is not there; asking again will not make it appear). Standard proxy variables apply (requests).
+
+Resume is exact: every byte that arrived is in the partial file (the body is read with read1,
+which hands over whatever the socket delivered, so a cut loses nothing), and the next attempt asks
+for `Range: bytes=<partial size>-`. The body is asked for without content coding (identity), so
+the bytes on the wire are the asset's bytes and a range offset means the same in both.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ def download(
 ) -> None:
     """Fetch url into part, resuming from whatever part already holds."""
     import requests
+    from urllib3.exceptions import HTTPError as Urllib3Error
 
     last = ""
     for attempt in range(retries + 1):
@@ -62,7 +68,7 @@ def download(
             last = str(exc)
         except (requests.ConnectionError, requests.Timeout) as exc:
             last = f"connection failed: {_short(exc)}"
-        except requests.exceptions.ChunkedEncodingError as exc:
+        except (requests.exceptions.ChunkedEncodingError, Urllib3Error) as exc:
             last = f"connection dropped mid-body: {_short(exc)}"
     raise FetchError(f"{url}: gave up after {retries + 1} attempts; last error: {last}")
 
@@ -71,7 +77,9 @@ def _attempt(
     url: str, part: Path, http: requests.Session, timeout: float, progress: Progress | None
 ) -> None:
     have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
     with http.get(url, headers=headers, stream=True, timeout=timeout) as resp:
         if resp.status_code == 416:  # our partial is longer than the asset: start over
             part.unlink()
@@ -85,6 +93,12 @@ def _attempt(
             )
         if resp.status_code not in (200, 206):
             raise FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+        coding = resp.headers.get("Content-Encoding", "identity").lower()
+        if coding != "identity":
+            raise FetchError(
+                f"{url}: the server sent the asset with Content-Encoding {coding} although "
+                "flannelnode asked for the bytes as they are (identity); use another mirror"
+            )
         if resp.status_code == 200:
             have = 0  # the server ignored Range: the body is the whole asset
         elif not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
@@ -94,7 +108,7 @@ def _attempt(
         total = have + int(length) if length and length.isdigit() else None
         got = have
         with part.open("ab" if have else "wb") as out:
-            for chunk in resp.iter_content(CHUNK):
+            while chunk := resp.raw.read1(CHUNK, decode_content=False):
                 out.write(chunk)
                 got += len(chunk)
                 if progress:
