@@ -12,12 +12,12 @@ the bytes on the wire are the asset's bytes and a range offset means the same in
 from __future__ import annotations
 
 import random
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import FetchError
+from .errors import FetchError, Interrupted
 
 if TYPE_CHECKING:
     import requests
@@ -50,19 +50,25 @@ def download(
     backoff: float = 0.5,
     progress: Progress | None = None,
     log: Callable[[str], None] = lambda msg: None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Fetch url into part, resuming from whatever part already holds."""
+    """Fetch url into part, resuming from whatever part already holds.
+
+    `stop` (set on Ctrl-C) ends a retry wait at once and a transfer at its next read.
+    """
     import requests
     from urllib3.exceptions import HTTPError as Urllib3Error
 
+    stop = stop or threading.Event()
     last = ""
     for attempt in range(retries + 1):
         if attempt:
             delay = min(MAX_BACKOFF, backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
             log(f"retrying {url} in {delay:.1f}s (attempt {attempt + 1}/{retries + 1}): {last}")
-            time.sleep(delay)
+            if stop.wait(delay):
+                raise Interrupted(f"{url}: interrupted")
         try:
-            _attempt(url, part, http, timeout, progress)
+            _attempt(url, part, http, timeout, progress, stop)
             return
         except _Retry as exc:
             last = str(exc)
@@ -74,7 +80,12 @@ def download(
 
 
 def _attempt(
-    url: str, part: Path, http: requests.Session, timeout: float, progress: Progress | None
+    url: str,
+    part: Path,
+    http: requests.Session,
+    timeout: float,
+    progress: Progress | None,
+    stop: threading.Event,
 ) -> None:
     have = part.stat().st_size if part.exists() else 0
     headers = {"Accept-Encoding": "identity"}
@@ -110,6 +121,8 @@ def _attempt(
         with part.open("ab" if have else "wb") as out:
             while chunk := resp.raw.read1(CHUNK, decode_content=False):
                 out.write(chunk)
+                if stop.is_set():
+                    raise Interrupted(f"{url}: interrupted")
                 got += len(chunk)
                 if progress:
                     progress(got, total)

@@ -11,12 +11,11 @@ import json
 import os
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import lock, urls
+from . import lock, parallel, urls
 from .atomic import staged_dir
 from .cache import Cache, sha256_file
 from .config import Config
@@ -135,12 +134,6 @@ class Fetcher:
         self.reporter.log(f"downloading {url}")
         bar = self.reporter.transfer(asset.name)
 
-        def progress(done: int, total: int | None) -> None:
-            if self.stop.is_set():
-                raise KeyboardInterrupt
-            if bar:
-                bar(done, total)
-
         try:
             download(
                 url,
@@ -149,8 +142,9 @@ class Fetcher:
                 timeout=self.cfg.fetch.timeout,
                 retries=self.cfg.fetch.retries,
                 backoff=float(os.environ.get("FLANNELNODE_BACKOFF") or "0.5"),
-                progress=progress,
+                progress=bar,
                 log=self.reporter.log,
+                stop=self.stop,
             )
         except FetchError as exc:
             if not self.cfg.fetch.mirror and not self.cfg.fetch.local:
@@ -255,18 +249,16 @@ def pin(cfg: Config, reporter: Reporter) -> list[tuple[str, str, bool]]:
 
 def run_parallel(fetcher: Fetcher, jobs: list) -> list:
     """Run jobs on a few threads; report every failure, raise the gravest."""
+    with fetcher.reporter.bars():
+        outcomes = parallel.run(jobs, fetcher.stop)
     results, failures = [], []
-    with fetcher.reporter.bars(), ThreadPoolExecutor(max_workers=min(4, len(jobs) or 1)) as pool:
-        futures = [pool.submit(job) for job in jobs]
-        try:
-            for future in futures:
-                try:
-                    results.append(future.result())
-                except FlannelnodeError as exc:
-                    failures.append(exc)
-        except KeyboardInterrupt:
-            fetcher.stop.set()
-            raise
+    for result, exc in outcomes:
+        if exc is None:
+            results.append(result)
+        elif isinstance(exc, FlannelnodeError):
+            failures.append(exc)
+        else:
+            raise exc
     if failures:
         worst = max(failures, key=lambda e: e.exit_code)
         raise type(worst)("\n".join(str(e) for e in failures))

@@ -6,6 +6,7 @@ import json
 import re
 import stat
 import tarfile
+import time
 
 import pytest
 
@@ -13,6 +14,7 @@ from flannelnode import lock
 from flannelnode.errors import IntegrityError
 
 from .assets import elf, release_tarball, sha, tarball
+from .procs import BuildPy
 
 V = "v0.27.4"
 
@@ -306,3 +308,53 @@ def test_unpinned_version_is_refused_before_any_download(server, project, releas
     assert res.rc == 2
     assert "no pin for flanneld-amd64" in res.err and "build.py lock --version v0.28.0" in res.err
     assert server.requests == []
+
+
+# -- Ctrl-C: one SIGINT ends a download, a retry wait or a stall within a second, exit 130
+
+
+def _spawn(project, *args: str, backoff: str = "0.01") -> BuildPy:
+    return BuildPy(
+        project.root / "node.toml", project.build, *args, env={"FLANNELNODE_BACKOFF": backoff}
+    )
+
+
+def _interrupted(proc: BuildPy) -> None:
+    seconds = proc.interrupt()
+    assert proc.proc.returncode == 130, proc.err
+    assert seconds < 1.0, f"{seconds:.2f} s from SIGINT to exit"
+    assert "interrupted" in proc.err and "Traceback" not in proc.err, proc.err
+
+
+def test_ctrl_c_ends_a_slow_download_and_the_next_run_resumes(server, project, release):
+    body = elf("amd64", size=4 << 20)
+    server.add(V, "flanneld-amd64", body)
+    project.pin({V: {"flanneld-amd64": sha(body)}})
+    server.pace["flanneld-amd64"] = 30.0  # the body trickles in over half a minute
+    proc = _spawn(project, "fetch", "--arch", "amd64")
+    partial = project.cache / "partial"
+    proc.wait_until(lambda: any(p.stat().st_size for p in partial.glob("*.part")))
+    _interrupted(proc)
+    assert project.cached() == [] and project.built() == []
+    del server.pace["flanneld-amd64"]
+    res = project.run("fetch", "--arch", "amd64")
+    assert res.rc == 0, res.err
+    [resumed] = _ranges(server)
+    assert int(resumed.removeprefix("bytes=").rstrip("-")) > 0
+    assert (project.build / "fetch" / V / "amd64" / "flanneld").read_bytes() == body
+
+
+def test_ctrl_c_ends_a_retry_wait(server, project, release):
+    server.faults["flanneld-amd64"] = ["503"]
+    proc = _spawn(project, "fetch", "--arch", "amd64", backoff="60")  # waits 15 to 30 s
+    proc.wait_until(lambda: "retrying" in proc.err)
+    _interrupted(proc)
+
+
+def test_ctrl_c_ends_a_stalled_download(server, project, release):
+    project.config(mirror=server.url, retries=2, timeout=60)
+    server.faults["flanneld-amd64"] = ["stall"]
+    proc = _spawn(project, "fetch", "--arch", "amd64")
+    proc.wait_until(lambda: server.sent["flanneld-amd64"] > 0)
+    time.sleep(0.3)  # the client is now blocked reading a body that does not come
+    _interrupted(proc)
