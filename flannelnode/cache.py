@@ -1,11 +1,18 @@
 """A content-addressed store of verified release assets: <root>/sha256/<digest>.
 
-Only verified files are ever moved in, and every hit is re-hashed, so a corrupted cache entry is
-dropped and fetched again instead of being trusted.
+Only verified files are ever moved in (an atomic rename), and every hit is re-hashed, so a
+corrupted cache entry is dropped and fetched again instead of being trusted.
+
+One cache may be shared by any number of concurrent runs (every checkout of a user shares the
+default one). Reading a valid entry needs no lock: entries are complete before they appear and
+never change. Everything else about a digest (downloading into its partial file, dropping a bad
+entry, moving the verified file in) happens only while holding <root>/locks/<digest>.lock, so a
+digest is downloaded by one run at a time and a run that waited for the lock finds the result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -29,14 +36,29 @@ class Cache:
     def path(self, digest: str) -> Path:
         return self.objects / digest
 
-    def lookup(self, digest: str) -> Path | None:
+    def verified(self, digest: str) -> Path | None:
+        """The entry, if it is there and still hashes to its name."""
         path = self.path(digest)
-        if not path.is_file():
+        try:
+            return path if sha256_file(path) == digest else None
+        except FileNotFoundError:
             return None
-        if sha256_file(path) != digest:
-            path.unlink()  # bit rot or tampering: never serve it, fetch again
-            return None
-        return path
+
+    def drop(self, digest: str) -> None:
+        """Remove an entry (bit rot or tampering: never serve it). Hold the digest's lock."""
+        self.path(digest).unlink(missing_ok=True)
+
+    def lock_file(self, key: str) -> Path:
+        """The lock that guards key (a digest): see the module docstring."""
+        return self.root / "locks" / f"{key}.lock"
+
+    def partial_progress(self, digest: str) -> tuple[tuple[str, int], ...]:
+        """Changes while a run downloads digest: tells a waiter a live holder from a hung one."""
+        found = []
+        for part in self.partial.glob(f"*.{digest[:16]}.part"):
+            with contextlib.suppress(FileNotFoundError):
+                found.append((part.name, part.stat().st_size))
+        return tuple(sorted(found))
 
     def partial_path(self, name: str, digest: str) -> Path:
         """Where an interrupted download of name waits to be resumed."""

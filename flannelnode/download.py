@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import FetchError, Interrupted
+from .errors import FetchError, IntegrityError, Interrupted
 
 if TYPE_CHECKING:
     import requests
 
-CHUNK = 256 * 1024
+CHUNK = 1 << 20  # read1 returns what has arrived, up to this
 MAX_BACKOFF = 30.0
+MAX_SECONDS = 3600.0  # one download, all attempts: a 40 MB flanneld at 12 KB/s; slower: a mirror
+MAX_BYTES = 1 << 30  # flanneld is ~40 MB; a body past this is no flannel asset (or never ends)
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
 
@@ -60,6 +63,7 @@ def download(
     from urllib3.exceptions import HTTPError as Urllib3Error
 
     stop = stop or threading.Event()
+    deadline = time.monotonic() + MAX_SECONDS
     last = ""
     for attempt in range(retries + 1):
         if attempt:
@@ -68,7 +72,7 @@ def download(
             if stop.wait(delay):
                 raise Interrupted(f"{url}: interrupted")
         try:
-            _attempt(url, part, http, timeout, progress, stop)
+            _attempt(url, part, http, timeout, progress, stop, deadline)
             return
         except _Retry as exc:
             last = str(exc)
@@ -86,6 +90,7 @@ def _attempt(
     timeout: float,
     progress: Progress | None,
     stop: threading.Event,
+    deadline: float,
 ) -> None:
     have = part.stat().st_size if part.exists() else 0
     headers = {"Accept-Encoding": "identity"}
@@ -118,16 +123,34 @@ def _attempt(
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else None
         got = have
+        if total is not None and total > MAX_BYTES:
+            _too_big(url, part)
         with part.open("ab" if have else "wb") as out:
             while chunk := resp.raw.read1(CHUNK, decode_content=False):
                 out.write(chunk)
+                got += len(chunk)
                 if stop.is_set():
                     raise Interrupted(f"{url}: interrupted")
-                got += len(chunk)
+                if got > MAX_BYTES:
+                    out.close()
+                    _too_big(url, part)
+                if time.monotonic() > deadline:
+                    raise FetchError(
+                        f"{url}: not finished after {MAX_SECONDS:.0f} s ({got} bytes so far); "
+                        "the link is too slow. Run again to resume, or use --mirror or --local"
+                    )
                 if progress:
                     progress(got, total)
         if total is not None and got < total:
             raise _Retry(f"truncated body: {got} of {total} bytes")
+
+
+def _too_big(url: str, part: Path) -> None:
+    part.unlink(missing_ok=True)
+    raise IntegrityError(
+        f"{url}: the body is over {MAX_BYTES >> 20} MiB; no flannel release asset is near that "
+        "big. Check what the mirror serves under this name"
+    )
 
 
 def _short(exc: Exception) -> str:

@@ -11,15 +11,16 @@ import json
 import os
 import tempfile
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import lock, parallel, urls
+from . import filelock, lock, parallel, urls
 from .atomic import staged_dir
 from .cache import Cache, sha256_file
 from .config import Config
-from .download import download, session
+from .download import MAX_BACKOFF, MAX_SECONDS, download, session
 from .errors import ConfigError, FetchError, FlannelnodeError, IntegrityError
 from .extract import unpack
 from .progress import Reporter
@@ -92,9 +93,17 @@ class Fetcher:
 
     def obtain(self, asset: Asset, digest: str) -> tuple[Path, str]:
         """Return (verified cache path, where it came from)."""
-        hit = self.cache.lookup(digest)
+        hit = self.cache.verified(digest)
         if hit is not None:
             return hit, "cache"
+        with self._locked(asset, digest):
+            hit = self.cache.verified(digest)  # another run fetched it while we waited
+            if hit is not None:
+                return hit, "cache"
+            self.cache.drop(digest)
+            return self._obtain_locked(asset, digest)
+
+    def _obtain_locked(self, asset: Asset, digest: str) -> tuple[Path, str]:
         local = self.local_file(asset)
         if local is not None:
             actual = sha256_file(local)
@@ -115,6 +124,23 @@ class Fetcher:
             part.unlink()
         _check(url, asset, digest, actual)
         return self.cache.store(part, digest), urls.redact(url)
+
+    def _locked(self, asset: Asset, digest: str) -> AbstractContextManager[None]:
+        """The digest's lock in the cache, waited for as long as its holder gets on with it."""
+        fetch = self.cfg.fetch
+        idle = (fetch.retries + 1) * (2 * fetch.timeout + MAX_BACKOFF) + 60
+        return filelock.exclusive(
+            self.cache.lock_file(digest),
+            stop=self.stop,
+            progress=lambda: self.cache.partial_progress(digest),
+            idle_limit=idle,
+            max_wait=MAX_SECONDS + idle,
+            waiting=lambda: self.reporter.log(
+                f"{asset.name}: another flannelnode run is fetching it into {self.cache.root}; "
+                "waiting for it"
+            ),
+            what=f"{asset.name} ({asset.version})",
+        )
 
     def download_unpinned(self, asset: Asset) -> tuple[Path, str, str]:
         """For `lock`: (verified-by-nobody download, its sha256, url). Trust on first use."""

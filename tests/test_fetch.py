@@ -6,6 +6,7 @@ import json
 import re
 import stat
 import tarfile
+import threading
 import time
 
 import pytest
@@ -358,3 +359,59 @@ def test_ctrl_c_ends_a_stalled_download(server, project, release):
     proc.wait_until(lambda: server.sent["flanneld-amd64"] > 0)
     time.sleep(0.3)  # the client is now blocked reading a body that does not come
     _interrupted(proc)
+
+
+# -- one cache shared by concurrent runs
+
+SIX = ["amd64", "arm64", "arm", "ppc64le", "s390x", "riscv64"]
+
+
+def test_concurrent_fetches_share_one_cache_and_download_each_asset_once(server, project):
+    bodies = {a: elf(a, size=2 << 20) for a in SIX}
+    for arch, body in bodies.items():
+        server.add(V, f"flanneld-{arch}", body)
+        server.pace[f"flanneld-{arch}"] = 1.5  # slow enough that all the runs overlap
+    project.pin({V: {f"flanneld-{a}": sha(b) for a, b in bodies.items()}})
+    project.config(mirror=server.url)
+    # the same assets and different ones: every run wants all six, or a mix of three
+    wanted = [SIX if i % 2 == 0 else SIX[i % 4 :: 2] for i in range(8)]
+    seen_bad: list[str] = []
+    running = threading.Event()
+    running.set()
+
+    def watch() -> None:  # no file in sha256/ may ever differ from its name, even mid-run
+        objects = project.cache / "sha256"
+        while running.is_set():
+            for entry in objects.glob("*") if objects.exists() else []:
+                try:
+                    if sha(entry.read_bytes()) != entry.name:
+                        seen_bad.append(entry.name)
+                except FileNotFoundError:
+                    pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    procs = [
+        BuildPy(
+            project.root / "node.toml", project.root / f"build{i}", "fetch", "--arch", ",".join(a)
+        )
+        for i, a in enumerate(wanted)
+    ]
+    try:
+        rcs = [p.wait() for p in procs]
+    finally:
+        running.clear()
+        watcher.join(5)
+    assert rcs == [0] * 8, "\n".join(p.err for p in procs)
+    assert "Traceback" not in "".join(p.err for p in procs)
+    assert seen_bad == []
+    for arch, body in bodies.items():
+        assert server.downloads(f"flanneld-{arch}") == 1, server.requests
+        assert server.sent[f"flanneld-{arch}"] == len(body)
+    for i, arches in enumerate(wanted):
+        for arch in arches:
+            out = project.root / f"build{i}" / "fetch" / V / arch / "flanneld"
+            assert out.read_bytes() == bodies[arch]
+    assert sorted(p.name for p in project.cached()) == sorted(sha(b) for b in bodies.values())
+    assert list((project.cache / "partial").glob("*.part")) == []
