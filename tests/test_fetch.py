@@ -415,3 +415,41 @@ def test_concurrent_fetches_share_one_cache_and_download_each_asset_once(server,
             assert out.read_bytes() == bodies[arch]
     assert sorted(p.name for p in project.cached()) == sorted(sha(b) for b in bodies.values())
     assert list((project.cache / "partial").glob("*.part")) == []
+
+
+def test_cache_lock_wait_is_bounded_by_the_holders_progress_and_by_ctrl_c(tmp_path):
+    from flannelnode import filelock
+    from flannelnode.errors import FetchError, Interrupted
+
+    path, stop = tmp_path / "locks" / "x.lock", threading.Event()
+    marker = [0]
+
+    def wait(idle: float, max_wait: float = 60):
+        return filelock.exclusive(
+            path, stop=stop, progress=lambda: marker[0], idle_limit=idle, max_wait=max_wait
+        )
+
+    with wait(1):  # the holder
+        start = time.monotonic()
+        with pytest.raises(FetchError, match="made no progress"), wait(0.3):
+            pass
+        assert time.monotonic() - start < 1
+
+        def advance() -> None:  # a holder that gets on with it keeps its waiters waiting
+            for _ in range(30):
+                time.sleep(0.05)
+                marker[0] += 1
+
+        mover = threading.Thread(target=advance)
+        mover.start()
+        start = time.monotonic()
+        with pytest.raises(FetchError, match="held it for 1 s"), wait(0.2, max_wait=1):
+            pass
+        assert time.monotonic() - start > 0.5
+        mover.join()
+        threading.Timer(0.2, stop.set).start()
+        with pytest.raises(Interrupted), wait(60):
+            pass
+    stop.clear()
+    with wait(0.1):  # released by the holder: taken at once
+        pass
