@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -60,28 +59,25 @@ class Cache:
                 found.append((part.name, part.stat().st_size))
         return tuple(sorted(found))
 
-    def partial_path(self, name: str, digest: str) -> Path:
-        """Where an interrupted download of name waits to be resumed."""
+    def partial_path(self, name: str, digest: str, kind: str = "part") -> Path:
+        """Where a download of name for digest waits to be verified (or resumed). Hold its lock."""
         self.partial.mkdir(parents=True, exist_ok=True)
-        return self.partial / f"{name}.{digest[:16]}.part"
+        return self.partial / f"{name}.{digest[:16]}.{kind}"
 
     def store(self, verified: Path, digest: str) -> Path:
-        """Move an already verified file into the store (atomic rename)."""
+        """Move an already verified and accepted file into the store (atomic rename)."""
         self.objects.mkdir(parents=True, exist_ok=True)
         target = self.path(digest)
         os.replace(verified, target)
         return target
 
-    def store_copy(self, verified: Path, digest: str) -> Path:
-        """Copy a verified file the user owns (a local asset) into the store."""
-        self.objects.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.objects, prefix=".in.")
-        os.close(fd)
-        try:
-            shutil.copyfile(verified, tmp)
-            if sha256_file(Path(tmp)) != digest:  # the source changed while we copied
-                raise OSError(f"{verified} changed while it was copied into the cache")
-            return self.store(Path(tmp), digest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+def copy(src: Path, dest: Path) -> Path:
+    """A private copy of a file the user owns (a local asset), to verify and use: the user's file
+    may change while we read it, the copy does not."""
+    try:
+        shutil.copyfile(src, dest)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    return dest

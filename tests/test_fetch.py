@@ -194,6 +194,37 @@ def test_hostile_tarball_is_refused(server, project, case):
     assert "refusing member" in res.err or "holds no flanneld" in res.err
     assert project.built() == []
     assert not (tmp := project.root / "etc").exists(), tmp
+    _nothing_kept(project)  # refused bytes never enter the cache, pinned or not
+
+
+def _nothing_kept(project) -> None:
+    assert project.cached() == []
+    partial = project.cache / "partial"
+    assert not partial.exists() or list(partial.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["symlink", "unexpected"])
+def test_lock_keeps_nothing_of_a_refused_archive(server, project, case):
+    body = tarball(HOSTILE[case])
+    server.add(V, f"flannel-{V}-linux-amd64.tar.gz", body)
+    project.pin({})
+    project.config('[flannel]\nasset = "tarball"\narches = ["amd64"]\n', mirror=server.url)
+    res = project.run("lock", "--version", V)
+    assert res.rc == 4, res.err
+    assert lock.read(project.lock) == {}
+    _nothing_kept(project)
+
+
+def test_a_refused_cache_entry_is_dropped(server, project):
+    body = tarball(HOSTILE["symlink"])
+    name = f"flannel-{V}-linux-amd64.tar.gz"
+    project.pin({V: {name: sha(body)}})
+    project.config('[flannel]\nasset = "tarball"\narches = ["amd64"]\n', mirror=server.url)
+    (project.cache / "sha256").mkdir(parents=True)
+    (project.cache / "sha256" / sha(body)).write_bytes(body)  # put there by an older flannelnode
+    res = project.run("fetch")
+    assert res.rc == 4 and "refusing member" in res.err
+    assert project.cached() == [] and project.built() == []
 
 
 def test_wrong_arch_elf_is_refused(server, project):
@@ -205,6 +236,7 @@ def test_wrong_arch_elf_is_refused(server, project):
     assert res.rc == 4
     assert "built for amd64" in res.err and "not arm64" in res.err
     assert project.built() == []
+    _nothing_kept(project)
 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64", "arm", "ppc64le", "s390x", "riscv64"])
@@ -248,6 +280,7 @@ def test_lock_refuses_to_replace_a_pin(server, project):
     assert res.rc == 4
     assert "SUPPLY-CHAIN ALARM" in res.err and "a" * 64 in res.err
     assert project.lock.read_bytes() == before
+    _nothing_kept(project)  # the changed bytes are neither cached nor left in partial/
 
 
 def test_lock_refuses_a_wrong_arch_binary(server, project):
@@ -257,6 +290,7 @@ def test_lock_refuses_a_wrong_arch_binary(server, project):
     res = project.run("lock", "--version", V)
     assert res.rc == 4 and "not arm64" in res.err
     assert lock.read(project.lock) == {}
+    _nothing_kept(project)
 
 
 def test_offline_uses_only_the_cache(server, project, release):
