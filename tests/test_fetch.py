@@ -14,7 +14,7 @@ import pytest
 from flannelnode import lock
 from flannelnode.errors import IntegrityError
 
-from .assets import elf, release_tarball, sha, tarball
+from .assets import elf, gzip_bomb, release_tarball, sha, tarball
 from .procs import BuildPy
 
 V = "v0.27.4"
@@ -179,6 +179,7 @@ HOSTILE = {
     "device": [("flanneld", b"", tarfile.CHRTYPE)],
     "unexpected": [("flanneld", elf("amd64"), tarfile.REGTYPE), ("evil.sh", b"x", tarfile.REGTYPE)],
     "no-flanneld": [("README.md", b"x", tarfile.REGTYPE)],
+    "twice": [("flanneld", elf("amd64"), tarfile.REGTYPE)] * 2,
 }
 
 
@@ -225,6 +226,36 @@ def test_a_refused_cache_entry_is_dropped(server, project):
     res = project.run("fetch")
     assert res.rc == 4 and "refusing member" in res.err
     assert project.cached() == [] and project.built() == []
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [tarfile.REGTYPE, tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME],
+    ids=["member", "pax", "longname"],
+)
+def test_gzip_bomb_is_refused_without_inflating_it(tmp_path, kind):
+    # 10 GB of zeros declared in a member (or in a pax / GNU long-name header, which tarfile
+    # would read into memory in one go): refused at the header, in well under a second of CPU
+    from flannelnode.extract import unpack
+
+    bomb = tmp_path / "bomb.tar.gz"
+    bomb.write_bytes(gzip_bomb(kind=kind))
+    (tmp_path / "out").mkdir()
+    cpu = time.process_time()
+    with pytest.raises(IntegrityError, match="refusing"):
+        unpack(bomb, "tarball", "amd64", tmp_path / "out", "bomb")
+    assert time.process_time() - cpu < 1.0
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_lock_refuses_a_gzip_bomb_and_keeps_none_of_it(server, project):
+    server.add(V, f"flannel-{V}-linux-amd64.tar.gz", gzip_bomb())
+    project.pin({})
+    project.config('[flannel]\nasset = "tarball"\narches = ["amd64"]\n', mirror=server.url)
+    res = project.run("lock", "--version", V)
+    assert res.rc == 4 and "too big" in res.err, res.err
+    assert lock.read(project.lock) == {}
+    _nothing_kept(project)
 
 
 def test_wrong_arch_elf_is_refused(server, project):
