@@ -518,3 +518,47 @@ def test_cache_lock_wait_is_bounded_by_the_holders_progress_and_by_ctrl_c(tmp_pa
     stop.clear()
     with wait(0.1):  # released by the holder: taken at once
         pass
+
+
+# -- FLANNEL_TARBALL selects the tarball kind
+
+
+def test_flannel_tarball_selects_the_tarball_asset(server, project, tmp_path, monkeypatch):
+    body = release_tarball("amd64")
+    tarball_name = f"flannel-{V}-linux-amd64.tar.gz"
+    carried = tmp_path / "usb" / tarball_name
+    carried.parent.mkdir()
+    carried.write_bytes(body)
+    binary = elf("amd64")
+    server.add(V, "flanneld-amd64", binary)  # the binary kind is served: it must not be used
+    project.pin({V: {tarball_name: sha(body), "flanneld-amd64": sha(binary)}})
+    project.config('[flannel]\narches = ["amd64"]\n', mirror=server.url)  # asset: the default
+    monkeypatch.setenv("FLANNEL_TARBALL", str(carried))
+    res = project.run("fetch")
+    assert res.rc == 0, res.err
+    assert server.requests == []
+    record = json.loads((project.build / "fetch" / V / "amd64" / "release.json").read_text())
+    assert record["asset"] == tarball_name and record["source"] == str(carried)
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_flannel_tarball_with_the_binary_kind_is_an_error(project, tmp_path, monkeypatch, how):
+    carried = tmp_path / f"flannel-{V}-linux-amd64.tar.gz"
+    carried.write_bytes(release_tarball("amd64"))
+    project.pin({})
+    project.config('[flannel]\narches = ["amd64"]\n')
+    monkeypatch.setenv("FLANNEL_TARBALL", str(carried))
+    if how == "env":
+        monkeypatch.setenv("FLANNEL_ASSET", "binary")
+    res = project.run("fetch", *(["--asset", "binary"] if how == "flag" else []))
+    assert res.rc == 2
+    assert "FLANNEL_TARBALL" in res.err and "binary" in res.err, res.err
+
+
+def test_flannel_tarball_and_flannel_local_disagreeing_is_an_error(project, tmp_path, monkeypatch):
+    project.pin({})
+    project.config('[flannel]\narches = ["amd64"]\n')
+    monkeypatch.setenv("FLANNEL_TARBALL", str(project.lock))
+    monkeypatch.setenv("FLANNEL_LOCAL", str(project.root))
+    res = project.run("fetch")
+    assert res.rc == 2 and "FLANNEL_TARBALL" in res.err and "FLANNEL_LOCAL" in res.err, res.err
