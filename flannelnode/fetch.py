@@ -105,6 +105,7 @@ def fetch(cfg: Config, build_dir: Path, reporter: Reporter, offline: bool = Fals
     """Fetch and verify every configured arch in parallel; all or a clear error."""
     work = pinned(cfg)
     fetcher = Fetcher(cfg, reporter, offline)
+    fetcher.check_local(list(work))
     return run_parallel(
         fetcher,
         [
@@ -119,6 +120,7 @@ def pin(cfg: Config, reporter: Reporter) -> list[tuple[str, str, bool]]:
     pins = lock.read(cfg.fetch.lock) if cfg.fetch.lock.exists() else {}
     fetcher = Fetcher(cfg, reporter)
     todo = assets(cfg.flannel.version, cfg.flannel.arches, cfg.flannel.asset)
+    fetcher.check_local([(a, None) for a in todo])
 
     def one(asset: Asset) -> tuple[Asset, str, str]:
         def accept(path: Path, digest: str, source: str) -> None:

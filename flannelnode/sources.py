@@ -20,6 +20,7 @@ from .cache import Cache, copy, sha256_file
 from .config import Config
 from .download import MAX_BACKOFF, MAX_SECONDS, download, session
 from .errors import FetchError, IntegrityError
+from .local import LocalSource
 from .progress import Reporter
 from .release import Asset
 
@@ -37,6 +38,7 @@ class Fetcher:
         self.cache = Cache(cfg.cache_dir)
         self.reporter = reporter
         self.offline = offline
+        self.local = LocalSource(cfg.fetch.local) if cfg.fetch.local else None
         self._http: Any = None
         self._http_lock = threading.Lock()
         self.stop = threading.Event()  # set on Ctrl-C: every wait and transfer ends
@@ -45,16 +47,14 @@ class Fetcher:
     def base_url(self) -> str:
         return self.cfg.fetch.mirror or self.cfg.fetch.github
 
-    def local_file(self, asset: Asset) -> Path | None:
-        local = self.cfg.fetch.local
-        if local is None:
-            return None
-        if local.is_file():
-            return local if local.name == asset.name else None
-        for candidate in (local / asset.name, local / asset.version / asset.name):
-            if candidate.is_file():
-                return candidate
-        return None
+    def check_local(self, wanted: list[tuple[Asset, str | None]]) -> None:
+        if self.local is not None:
+            self.local.check(
+                wanted, "the local source (--local, FLANNEL_LOCAL, FLANNEL_TARBALL, fetch.local)"
+            )
+
+    def local_file(self, asset: Asset, digest: str | None) -> Path | None:
+        return self.local.find(asset, digest) if self.local else None
 
     def obtain(self, asset: Asset, digest: str, accept: Callable[[Path, str], T]) -> T:
         """accept(verified file, its source) for the pinned asset; its result.
@@ -93,7 +93,7 @@ class Fetcher:
 
     def _get(self, asset: Asset, digest: str) -> tuple[Path, str]:
         """(a private file that hashes to digest, its source). Hold the digest's lock."""
-        local = self.local_file(asset)
+        local = self.local_file(asset, digest)
         if local is not None:
             got = copy(local, self.cache.partial_path(asset.name, digest, "local"))
             _check(str(local), asset, digest, got)
@@ -116,7 +116,7 @@ class Fetcher:
     ) -> tuple[str, str]:
         """For `lock` (trust on first use): (sha256, source) of the asset once accept(file,
         sha256, source) took it. A refused download is deleted; an accepted one is cached."""
-        local = self.local_file(asset)
+        local = self.local_file(asset, None)
         if local is not None:
             digest = sha256_file(local)
             accept(local, digest, str(local))

@@ -562,3 +562,37 @@ def test_flannel_tarball_and_flannel_local_disagreeing_is_an_error(project, tmp_
     monkeypatch.setenv("FLANNEL_LOCAL", str(project.root))
     res = project.run("fetch")
     assert res.rc == 2 and "FLANNEL_TARBALL" in res.err and "FLANNEL_LOCAL" in res.err, res.err
+
+
+# -- local assets: by name, or by hash under any name
+
+
+def test_a_local_file_is_accepted_by_its_hash_under_any_name(server, project, release, tmp_path):
+    carried = tmp_path / "usb" / "flanneld"  # saved under another name than upstream's
+    carried.parent.mkdir()
+    carried.write_bytes(release["amd64"])
+    res = project.run("fetch", "--arch", "amd64", "--local", str(carried))
+    assert res.rc == 0, res.err
+    assert server.requests == []
+    record = json.loads((project.build / "fetch" / V / "amd64" / "release.json").read_text())
+    assert record["source"] == str(carried)
+
+
+def test_a_local_directory_entry_is_accepted_by_its_hash(server, project, release, tmp_path):
+    usb = tmp_path / "usb"
+    (usb / V).mkdir(parents=True)
+    (usb / "flanneld-amd64 (1)").write_bytes(release["amd64"])
+    (usb / V / "flanneld.arm64").write_bytes(release["arm64"])
+    (usb / "notes.txt").write_text("not flannel")
+    res = project.run("fetch", "--local", str(usb))
+    assert res.rc == 0, res.err
+    assert server.requests == []
+
+
+def test_a_local_file_that_is_no_asset_of_the_build_is_an_error(server, project, release, tmp_path):
+    other = tmp_path / "flanneld"
+    other.write_bytes(elf("amd64"))  # pinned nowhere, and not named like an asset
+    res = project.run("fetch", "--local", str(other))
+    assert res.rc == 2, res.err
+    assert str(other) in res.err and "flanneld-amd64" in res.err
+    assert server.requests == []
