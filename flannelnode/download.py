@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import neterror, urls
 from .errors import FetchError, IntegrityError, Interrupted
 
 if TYPE_CHECKING:
@@ -63,24 +64,30 @@ def download(
     from urllib3.exceptions import HTTPError as Urllib3Error
 
     stop = stop or threading.Event()
+    shown = urls.redact(url)
     deadline = time.monotonic() + MAX_SECONDS
     last = ""
     for attempt in range(retries + 1):
         if attempt:
             delay = min(MAX_BACKOFF, backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-            log(f"retrying {url} in {delay:.1f}s (attempt {attempt + 1}/{retries + 1}): {last}")
+            log(f"retrying {shown} in {delay:.1f}s (attempt {attempt + 1}/{retries + 1}): {last}")
             if stop.wait(delay):
-                raise Interrupted(f"{url}: interrupted")
+                raise Interrupted(f"{shown}: interrupted")
         try:
             _attempt(url, part, http, timeout, progress, stop, deadline)
             return
         except _Retry as exc:
             last = str(exc)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            last = f"connection failed: {_short(exc)}"
+            if neterror.unresolvable(exc):  # asking the resolver again will not help
+                raise FetchError(
+                    f"{shown}: {neterror.describe(exc, url)}. Check the host name (fetch.mirror, "
+                    "fetch.github, the proxy variables) and this host's DNS, or use --local"
+                ) from None
+            last = neterror.describe(exc, url)
         except (requests.exceptions.ChunkedEncodingError, Urllib3Error) as exc:
-            last = f"connection dropped mid-body: {_short(exc)}"
-    raise FetchError(f"{url}: gave up after {retries + 1} attempts; last error: {last}")
+            last = f"connection dropped mid-body: {neterror.describe(exc, url)}"
+    raise FetchError(f"{shown}: gave up after {retries + 1} attempts; last error: {last}")
 
 
 def _attempt(
@@ -92,6 +99,7 @@ def _attempt(
     stop: threading.Event,
     deadline: float,
 ) -> None:
+    shown = urls.redact(url)
     have = part.stat().st_size if part.exists() else 0
     headers = {"Accept-Encoding": "identity"}
     if have:
@@ -104,15 +112,15 @@ def _attempt(
             raise _Retry(f"HTTP {resp.status_code} {resp.reason}")
         if resp.status_code == 404:
             raise FetchError(
-                f"{url}: HTTP 404 Not Found. The release may not publish this asset, or the "
+                f"{shown}: HTTP 404 Not Found. The release may not publish this asset, or the "
                 "mirror does not hold it; check the version and arch, or set --mirror/--local"
             )
         if resp.status_code not in (200, 206):
-            raise FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+            raise FetchError(f"{shown}: HTTP {resp.status_code} {resp.reason}")
         coding = resp.headers.get("Content-Encoding", "identity").lower()
         if coding != "identity":
             raise FetchError(
-                f"{url}: the server sent the asset with Content-Encoding {coding} although "
+                f"{shown}: the server sent the asset with Content-Encoding {coding} although "
                 "flannelnode asked for the bytes as they are (identity); use another mirror"
             )
         if resp.status_code == 200:
@@ -124,19 +132,19 @@ def _attempt(
         total = have + int(length) if length and length.isdigit() else None
         got = have
         if total is not None and total > MAX_BYTES:
-            _too_big(url, part)
+            _too_big(shown, part)
         with part.open("ab" if have else "wb") as out:
             while chunk := resp.raw.read1(CHUNK, decode_content=False):
                 out.write(chunk)
                 got += len(chunk)
                 if stop.is_set():
-                    raise Interrupted(f"{url}: interrupted")
+                    raise Interrupted(f"{shown}: interrupted")
                 if got > MAX_BYTES:
                     out.close()
-                    _too_big(url, part)
+                    _too_big(shown, part)
                 if time.monotonic() > deadline:
                     raise FetchError(
-                        f"{url}: not finished after {MAX_SECONDS:.0f} s ({got} bytes so far); "
+                        f"{shown}: not finished after {MAX_SECONDS:.0f} s ({got} bytes so far); "
                         "the link is too slow. Run again to resume, or use --mirror or --local"
                     )
                 if progress:
@@ -145,14 +153,9 @@ def _attempt(
             raise _Retry(f"truncated body: {got} of {total} bytes")
 
 
-def _too_big(url: str, part: Path) -> None:
+def _too_big(shown: str, part: Path) -> None:
     part.unlink(missing_ok=True)
     raise IntegrityError(
-        f"{url}: the body is over {MAX_BYTES >> 20} MiB; no flannel release asset is near that "
+        f"{shown}: the body is over {MAX_BYTES >> 20} MiB; no flannel release asset is near that "
         "big. Check what the mirror serves under this name"
     )
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:200] + "..."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import stat
 import tarfile
 import threading
@@ -596,3 +597,45 @@ def test_a_local_file_that_is_no_asset_of_the_build_is_an_error(server, project,
     assert res.rc == 2, res.err
     assert str(other) in res.err and "flanneld-amd64" in res.err
     assert server.requests == []
+
+
+# -- network errors: a name that does not resolve fails at once; errors name the host and reason
+
+
+def test_a_host_name_that_does_not_resolve_fails_at_once(project, release, monkeypatch):
+    real, asked = socket.getaddrinfo, []
+
+    def getaddrinfo(host, *args, **kwargs):  # no DNS query leaves the machine
+        if str(host).endswith(".invalid"):
+            asked.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    project.config('[flannel]\narches = ["amd64"]\n', mirror="http://mirror.invalid", retries=5)
+    start = time.monotonic()
+    res = project.run("fetch")
+    assert res.rc == 1
+    assert asked == ["mirror.invalid"]  # asked once, not six times
+    assert time.monotonic() - start < 1
+    assert "cannot resolve mirror.invalid" in res.err and "Name or service not known" in res.err
+
+
+def test_a_refused_connection_names_the_host_and_the_reason(project, release):
+    long_path = "/" + "mirror-path/" * 30  # the URL alone is longer than 200 characters
+    project.config(
+        '[flannel]\narches = ["amd64"]\n', mirror=f"http://127.0.0.1:1{long_path}", retries=0
+    )
+    res = project.run("fetch")
+    assert res.rc == 1
+    assert "127.0.0.1:1" in res.err and "Connection refused" in res.err, res.err
+    assert "Traceback" not in res.err
+
+
+def test_a_refused_proxy_is_named_as_the_proxy(project, release, monkeypatch):
+    project.config('[flannel]\narches = ["amd64"]\n', github="http://github.invalid", retries=0)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    monkeypatch.setenv("NO_PROXY", "")
+    res = project.run("fetch")
+    assert res.rc == 1
+    assert "proxy 127.0.0.1:1" in res.err and "Connection refused" in res.err, res.err
