@@ -156,15 +156,24 @@ class Fetcher:
             waiting=lambda: self.reporter.log(
                 f"{what}: another flannelnode run is fetching it into {self.cache.root}; "
                 "waiting for it"
-            ),
+            ),  # what starts with the asset name
             what=what,
         )
+
+    def _logger(self, asset: Asset) -> Callable[[str], None]:
+        """Log lines of this asset, each named after it: downloads run side by side."""
+
+        def log(msg: str) -> None:
+            self.reporter.log("\n".join(f"{asset.name}: {line}" for line in msg.splitlines()))
+
+        return log
 
     def _download(self, url: str, part: Path, asset: Asset) -> None:
         with self._http_lock:
             if self._http is None:
                 self._http = session()
-        self.reporter.log(f"downloading {url}")
+        log = self._logger(asset)
+        log(f"downloading {urls.redact(url)}")
         try:
             download(
                 url,
@@ -174,7 +183,7 @@ class Fetcher:
                 retries=self.cfg.fetch.retries,
                 backoff=float(os.environ.get("FLANNELNODE_BACKOFF") or "0.5"),
                 progress=self.reporter.transfer(asset.name),
-                log=self.reporter.log,
+                log=log,
                 stop=self.stop,
             )
         except FetchError as exc:

@@ -6,6 +6,7 @@ import json
 import re
 import socket
 import stat
+import sys
 import tarfile
 import threading
 import time
@@ -639,3 +640,45 @@ def test_a_refused_proxy_is_named_as_the_proxy(project, release, monkeypatch):
     res = project.run("fetch")
     assert res.rc == 1
     assert "proxy 127.0.0.1:1" in res.err and "Connection refused" in res.err, res.err
+
+
+# -- log lines off a terminal: one whole line each, named after its asset
+
+
+def test_every_download_line_names_its_asset(server, project):
+    bodies = {a: elf(a, size=1 << 20) for a in ("amd64", "arm64")}
+    for arch, body in bodies.items():
+        server.add(V, f"flanneld-{arch}", body)
+        server.faults[f"flanneld-{arch}"] = ["500", "cut"]
+    project.pin({V: {f"flanneld-{a}": sha(b) for a, b in bodies.items()}})
+    project.config(mirror=server.url, retries=3)
+    res = project.run("fetch")
+    assert res.rc == 0, res.err
+    lines = res.err.splitlines()
+    assert len(lines) > 8
+    for line in lines:
+        assert line.startswith(("flanneld-amd64: ", "flanneld-arm64: ")), line
+
+
+def test_log_lines_from_threads_never_run_together(capsys):
+    from flannelnode.progress import Reporter
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        reporter = Reporter()
+        threads = [
+            threading.Thread(
+                target=lambda n=n: [reporter.log(f"thread-{n} {i}") for i in range(500)]
+            )
+            for n in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2000
+    assert all(re.fullmatch(r"thread-\d \d+", line) for line in lines)
