@@ -137,8 +137,8 @@ def pin(cfg: Config, reporter: Reporter) -> list[tuple[str, str, bool]]:
     for asset, digest, source in results:
         new = lock.add(pins, asset.version, asset.name, digest, cfg.fetch.lock)
         added.append((asset.name, digest, new))
-        if new:
-            reporter.log(
+        if new:  # an alarm, not a log line: it must be seen even with -q
+            reporter.alarm(
                 f"TRUST ON FIRST USE: pinned {asset.version}/{asset.name} = {digest}\n"
                 f"  from {source}. Nothing vouches for this hash but that download: compare it "
                 "with an independent source before you commit release.lock."

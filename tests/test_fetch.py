@@ -304,6 +304,16 @@ def test_lock_pins_a_new_release_trust_on_first_use(server, project):
     assert project.run("fetch", "--version", "v0.28.0").rc == 0
 
 
+def test_trust_on_first_use_warning_shows_even_with_quiet(server, project):
+    server.add("v0.28.0", "flanneld-amd64", elf("amd64"))
+    project.pin({})
+    project.config('[flannel]\narches = ["amd64"]\n', mirror=server.url)
+    res = project.run("lock", "-q", "--version", "v0.28.0")
+    assert res.rc == 0, res.err
+    assert "TRUST ON FIRST USE" in res.err and "v0.28.0/flanneld-amd64" in res.err
+    assert "downloading" not in res.err  # -q still hides the chatter
+
+
 def test_lock_refuses_to_replace_a_pin(server, project):
     server.add(V, "flanneld-amd64", elf("amd64"))
     project.pin({V: {"flanneld-amd64": "a" * 64}})
