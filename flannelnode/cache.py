@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
+
+from . import atomic
 
 CHUNK = 1 << 20
 
@@ -31,6 +34,7 @@ class Cache:
         self.root = root
         self.objects = root / "sha256"
         self.partial = root / "partial"
+        self.sources = root / "sources"  # <digest>.json: where each entry came from
 
     def path(self, digest: str) -> Path:
         return self.objects / digest
@@ -64,12 +68,23 @@ class Cache:
         self.partial.mkdir(parents=True, exist_ok=True)
         return self.partial / f"{name}.{digest[:16]}.{kind}"
 
-    def store(self, verified: Path, digest: str) -> Path:
-        """Move an already verified and accepted file into the store (atomic rename)."""
+    def store(self, verified: Path, digest: str, source: str) -> Path:
+        """Move an already verified and accepted file into the store (atomic rename), and note
+        where it came from (a URL without credentials, or a local path) for later hits."""
         self.objects.mkdir(parents=True, exist_ok=True)
         target = self.path(digest)
         os.replace(verified, target)
+        record = {"sha256": digest, "source": source}
+        atomic.write_text(self.sources / f"{digest}.json", json.dumps(record, indent=2) + "\n")
         return target
+
+    def source(self, digest: str) -> str | None:
+        """Where the entry came from, if a flannelnode that notes it stored it."""
+        try:
+            source = json.loads((self.sources / f"{digest}.json").read_text())["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return source if isinstance(source, str) else None
 
 
 def copy(src: Path, dest: Path) -> Path:

@@ -35,6 +35,7 @@ class Fetched:
     source: str
     flanneld: str
     flanneld_sha256: str
+    from_cache: bool = False  # source is where the cache entry originally came from
 
 
 def pinned(cfg: Config) -> list[tuple[Asset, str]]:
@@ -77,9 +78,10 @@ def _publish(fetcher: Fetcher, asset: Asset, digest: str, out: Path) -> Fetched:
         fetcher.reporter.log(f"{asset.name}: up to date in {out}")
         return record
 
-    def accept(verified: Path, source: str) -> Fetched:
+    def accept(verified: Path, source: str, from_cache: bool) -> Fetched:
+        origin = f"{source}{', cached' if from_cache else ''} ({asset.name})"
         with staged_dir(out) as tmp:
-            flanneld = unpack(verified, asset.kind, asset.arch, tmp, f"{source} ({asset.name})")
+            flanneld = unpack(verified, asset.kind, asset.arch, tmp, origin)
             record = Fetched(
                 version=asset.version,
                 arch=asset.arch,
@@ -88,12 +90,14 @@ def _publish(fetcher: Fetcher, asset: Asset, digest: str, out: Path) -> Fetched:
                 source=source,
                 flanneld=str(out / "flanneld"),
                 flanneld_sha256=digest if asset.kind == "binary" else sha256_file(flanneld),
+                from_cache=from_cache,
             )
             (tmp / RECORD).write_text(json.dumps(asdict(record), indent=2) + "\n")
         return record
 
     record = fetcher.obtain(asset, digest, accept)
-    fetcher.reporter.log(f"{asset.name}: verified sha256 {digest[:16]}... from {record.source}")
+    via = f"{record.source} (from the cache)" if record.from_cache else record.source
+    fetcher.reporter.log(f"{asset.name}: verified sha256 {digest[:16]}... from {via}")
     return record
 
 

@@ -56,8 +56,9 @@ class Fetcher:
     def local_file(self, asset: Asset, digest: str | None) -> Path | None:
         return self.local.find(asset, digest) if self.local else None
 
-    def obtain(self, asset: Asset, digest: str, accept: Callable[[Path, str], T]) -> T:
-        """accept(verified file, its source) for the pinned asset; its result.
+    def obtain(self, asset: Asset, digest: str, accept: Callable[[Path, str, bool], T]) -> T:
+        """accept(verified file, its source, whether from the cache) for the pinned asset; its
+        result. The source of a cache hit is where the entry originally came from.
 
         accept refuses by raising IntegrityError: the bytes are then deleted, not cached.
         """
@@ -71,18 +72,23 @@ class Fetcher:
             self.cache.drop(digest)  # bit rot or tampering: fetch again
             got, source = self._get(asset, digest)
             try:
-                result = accept(got, source)
+                result = accept(got, source, False)
             except IntegrityError:
                 got.unlink(missing_ok=True)
                 raise
-            self.cache.store(got, digest)
+            self.cache.store(got, digest, source)
             return result
 
     def _use_cached(
-        self, asset: Asset, digest: str, hit: Path, accept: Callable[[Path, str], T], locked: bool
+        self,
+        asset: Asset,
+        digest: str,
+        hit: Path,
+        accept: Callable[[Path, str, bool], T],
+        locked: bool,
     ) -> T:
         try:
-            return accept(hit, "cache")
+            return accept(hit, self.cache.source(digest) or "cache", True)
         except IntegrityError:  # cached by an older flannelnode that checked less
             if locked:
                 self.cache.drop(digest)
@@ -133,7 +139,7 @@ class Fetcher:
             except IntegrityError:
                 part.unlink(missing_ok=True)
                 raise
-            self.cache.store(part, digest)
+            self.cache.store(part, digest, urls.redact(url))
         return digest, urls.redact(url)
 
     def _locked(self, asset: Asset, digest: str) -> AbstractContextManager[None]:

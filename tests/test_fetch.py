@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import stat
 import sys
@@ -692,3 +693,23 @@ def test_log_lines_from_threads_never_run_together(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2000
     assert all(re.fullmatch(r"thread-\d \d+", line) for line in lines)
+
+
+# -- where cached bytes came from
+
+
+def test_a_cache_hit_keeps_the_source_url_without_credentials(server, project, release):
+    host = server.url.split("://", 1)[1]
+    project.config(mirror=f"http://ci:hunter2-secret@{host}")
+    assert project.run("fetch").rc == 0
+    out = project.build / "fetch" / V / "amd64"
+    first = json.loads((out / "release.json").read_text())
+    assert first["source"].startswith("http://***@127.0.0.1:") and not first["from_cache"]
+    shutil.rmtree(project.build)
+    server.stop()
+    res = project.run("fetch")
+    assert res.rc == 0, res.err
+    again = json.loads((out / "release.json").read_text())
+    assert again["source"] == first["source"] and again["from_cache"]
+    for path in project.cache.rglob("*"):
+        assert not path.is_file() or b"hunter2-secret" not in path.read_bytes(), path
