@@ -63,39 +63,30 @@ class Fetcher:
         accept refuses by raising IntegrityError: the bytes are then deleted, not cached.
         """
         hit = self.cache.verified(digest)
-        if hit is not None:
-            return self._use_cached(asset, digest, hit, accept, locked=False)
-        with self._locked(asset, digest):
-            hit = self.cache.verified(digest)  # another run fetched it while we waited
-            if hit is not None:
-                return self._use_cached(asset, digest, hit, accept, locked=True)
-            self.cache.drop(digest)  # bit rot or tampering: fetch again
-            got, source = self._get(asset, digest)
-            try:
-                result = accept(got, source, False)
-            except IntegrityError:
-                got.unlink(missing_ok=True)
-                raise
-            self.cache.store(got, digest, source)
-            return result
-
-    def _use_cached(
-        self,
-        asset: Asset,
-        digest: str,
-        hit: Path,
-        accept: Callable[[Path, str, bool], T],
-        locked: bool,
-    ) -> T:
+        if hit is None:
+            with self._locked(asset, digest):
+                hit = self.cache.verified(digest)  # another run fetched it while we waited
+                if hit is None:
+                    return self._fetch_locked(asset, digest, accept)
+        # a hit is used outside the lock: entries never change, and the runs that waited for
+        # this one must not unpack one after the other
         try:
             return accept(hit, self.cache.source(digest) or "cache", True)
         except IntegrityError:  # cached by an older flannelnode that checked less
-            if locked:
+            with self._locked(asset, digest):
                 self.cache.drop(digest)
-            else:
-                with self._locked(asset, digest):
-                    self.cache.drop(digest)
             raise
+
+    def _fetch_locked(self, asset: Asset, digest: str, accept: Callable[[Path, str, bool], T]) -> T:
+        self.cache.drop(digest)  # bit rot or tampering: fetch again
+        got, source = self._get(asset, digest)
+        try:
+            result = accept(got, source, False)
+        except IntegrityError:
+            got.unlink(missing_ok=True)
+            raise
+        self.cache.store(got, digest, source)
+        return result
 
     def _get(self, asset: Asset, digest: str) -> tuple[Path, str]:
         """(a private file that hashes to digest, its source). Hold the digest's lock."""
