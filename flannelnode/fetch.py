@@ -128,7 +128,7 @@ def pin(cfg: Config, reporter: Reporter) -> list[tuple[str, str, bool]]:
 
     def one(asset: Asset) -> tuple[Asset, str, str]:
         def accept(path: Path, digest: str, source: str) -> None:
-            # a changed pin is refused before the bytes are looked at, let alone cached
+            # a changed pin is refused before the bytes are unpacked, let alone cached
             lock.check(pins, asset.version, asset.name, digest, cfg.fetch.lock)
             with tempfile.TemporaryDirectory() as tmp:
                 unpack(path, asset.kind, asset.arch, Path(tmp), f"{source} ({asset.name})")
