@@ -395,6 +395,34 @@ def from_dict(raw: dict[str, Any], source: str = "<config>", origin: Mapping[str
     return dataclasses.replace(cfg, source=source)
 
 
+def _tarball_selects_its_kind(
+    raw: dict[str, Any], env: Mapping[str, str], overrides: Mapping[str, Any], origin: dict
+) -> None:
+    """FLANNEL_TARBALL=path means "use this tarball": it selects asset = "tarball" (it used to be
+    ignored unless the kind was already tarball). Asking for the binary kind beside it, or naming
+    another local source, is a contradiction and exits 2."""
+    tarball = env.get("FLANNEL_TARBALL")
+    if not tarball:
+        return
+    local = env.get("FLANNEL_LOCAL")
+    if local and local != tarball:
+        raise ConfigError(
+            f"FLANNEL_TARBALL={tarball} and FLANNEL_LOCAL={local} name different local sources; "
+            "set one of them"
+        )
+    if overrides.get("flannel.asset") == "binary" or (
+        env.get("FLANNEL_ASSET") == "binary" and overrides.get("flannel.asset") is None
+    ):
+        flag = "--asset binary" if overrides.get("flannel.asset") else "FLANNEL_ASSET=binary"
+        raise ConfigError(
+            f"FLANNEL_TARBALL={tarball} names a release tarball, but {flag} asks for the bare "
+            "binary; drop one of them (FLANNEL_LOCAL or --local name a binary, or a directory "
+            "of assets of either kind)"
+        )
+    _set(raw, "flannel.asset", "tarball")
+    origin["flannel.asset"] = "environment variable FLANNEL_TARBALL"
+
+
 def load(
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -445,6 +473,7 @@ def loads(
             items = [v.strip() for v in value.split(",") if v.strip()]
             _set(raw, dotted, items if is_list else value)
             origin[dotted] = f"environment variable {var}"
+    _tarball_selects_its_kind(raw, env, overrides or {}, origin)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(raw, dotted, value)

@@ -7,6 +7,7 @@ EXIT_BAD_INPUT = 2  # bad configuration, flags or files named by the user
 EXIT_CONFLICT = 3  # etcd already holds a different network config
 # supply-chain alarm: hash mismatch, pin conflict, unsafe archive, wrong ELF, changed build output
 EXIT_INTEGRITY = 4
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
 
 
 class FlannelnodeError(Exception):
@@ -25,6 +26,12 @@ class FetchError(FlannelnodeError):
 
 class IntegrityError(FlannelnodeError):
     exit_code = EXIT_INTEGRITY
+
+
+class Interrupted(FlannelnodeError):
+    """A worker saw the stop flag that the main thread sets on Ctrl-C."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 # an OS error on a path: the path is wrong (bad input), or the machine is (the step failed)

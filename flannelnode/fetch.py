@@ -1,36 +1,29 @@
 """fetch: pinned flannel release assets -> verified cache -> build/fetch/<version>/<arch>/flanneld.
 
-Sources, first that applies per asset: the local file or directory the user names, the mirror,
-GitHub. Whatever the source, the bytes must hash to the pin in release.lock before they are
-cached or unpacked; nothing unverified ever lands in the cache or in build/.
+Sources (sources.py), first that applies per asset: the cache, the local file or directory the
+user names, the mirror, GitHub. Whatever the source, the bytes must hash to the pin in
+release.lock before they are unpacked, and unpack without complaint (archive members, ELF header)
+before they are cached; nothing unverified or refused ever lands in the cache or in build/.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from . import lock, urls
+from . import lock, parallel
 from .atomic import staged_dir
-from .cache import Cache, sha256_file
+from .cache import sha256_file
 from .config import Config
-from .download import download, session
-from .errors import ConfigError, FetchError, FlannelnodeError, IntegrityError
+from .errors import ConfigError, FlannelnodeError
 from .extract import unpack
 from .progress import Reporter
 from .release import Asset, assets
+from .sources import Fetcher
 
 RECORD = "release.json"
-OFFLINE_HINT = (
-    "GitHub is not reachable from here? Point --mirror (FLANNEL_MIRROR) at a mirror with "
-    "GitHub's layout, or --local (FLANNEL_LOCAL / FLANNEL_TARBALL) at the assets carried in."
-)
 
 
 @dataclass(frozen=True)
@@ -42,6 +35,7 @@ class Fetched:
     source: str
     flanneld: str
     flanneld_sha256: str
+    from_cache: bool = False  # source is where the cache entry originally came from
 
 
 def pinned(cfg: Config) -> list[tuple[Asset, str]]:
@@ -64,111 +58,6 @@ def pinned(cfg: Config) -> list[tuple[Asset, str]]:
     return out
 
 
-class Fetcher:
-    """Gets verified asset bytes into the cache from the first source that has them."""
-
-    def __init__(self, cfg: Config, reporter: Reporter, offline: bool = False) -> None:
-        self.cfg = cfg
-        self.cache = Cache(cfg.cache_dir)
-        self.reporter = reporter
-        self.offline = offline
-        self._http: Any = None
-        self._http_lock = threading.Lock()
-        self.stop = threading.Event()
-
-    @property
-    def base_url(self) -> str:
-        return self.cfg.fetch.mirror or self.cfg.fetch.github
-
-    def local_file(self, asset: Asset) -> Path | None:
-        local = self.cfg.fetch.local
-        if local is None:
-            return None
-        if local.is_file():
-            return local if local.name == asset.name else None
-        for candidate in (local / asset.name, local / asset.version / asset.name):
-            if candidate.is_file():
-                return candidate
-        return None
-
-    def obtain(self, asset: Asset, digest: str) -> tuple[Path, str]:
-        """Return (verified cache path, where it came from)."""
-        hit = self.cache.lookup(digest)
-        if hit is not None:
-            return hit, "cache"
-        local = self.local_file(asset)
-        if local is not None:
-            actual = sha256_file(local)
-            _check(str(local), asset, digest, actual)
-            return self.cache.store_copy(local, digest), str(local)
-        if self.offline:
-            where = f" nor in {self.cfg.fetch.local}" if self.cfg.fetch.local else ""
-            raise FetchError(
-                f"{asset.name} ({asset.version}) is not in the cache {self.cache.root}{where}, "
-                "and --offline forbids the network. Run once without --offline, or name the "
-                "assets with --local"
-            )
-        url = asset.url(self.base_url)
-        part = self.cache.partial_path(asset.name, digest)
-        self._download(url, part, asset)
-        actual = sha256_file(part)
-        if actual != digest:
-            part.unlink()
-        _check(url, asset, digest, actual)
-        return self.cache.store(part, digest), urls.redact(url)
-
-    def download_unpinned(self, asset: Asset) -> tuple[Path, str, str]:
-        """For `lock`: (verified-by-nobody download, its sha256, url). Trust on first use."""
-        url = asset.url(self.base_url)
-        local = self.local_file(asset)
-        if local is not None:
-            return local, sha256_file(local), str(local)
-        part = self.cache.partial_path(asset.name, "unpinned")
-        part.unlink(missing_ok=True)
-        self._download(url, part, asset)
-        return part, sha256_file(part), urls.redact(url)
-
-    def _download(self, url: str, part: Path, asset: Asset) -> None:
-        with self._http_lock:
-            if self._http is None:
-                self._http = session()
-        self.reporter.log(f"downloading {url}")
-        bar = self.reporter.transfer(asset.name)
-
-        def progress(done: int, total: int | None) -> None:
-            if self.stop.is_set():
-                raise KeyboardInterrupt
-            if bar:
-                bar(done, total)
-
-        try:
-            download(
-                url,
-                part,
-                http=self._http,
-                timeout=self.cfg.fetch.timeout,
-                retries=self.cfg.fetch.retries,
-                backoff=float(os.environ.get("FLANNELNODE_BACKOFF") or "0.5"),
-                progress=progress,
-                log=self.reporter.log,
-            )
-        except FetchError as exc:
-            if not self.cfg.fetch.mirror and not self.cfg.fetch.local:
-                raise FetchError(f"{exc}\n{OFFLINE_HINT}") from None
-            raise
-
-
-def _check(origin: str, asset: Asset, expected: str, actual: str) -> None:
-    if actual != expected:
-        raise IntegrityError(
-            f"{origin}: sha256 mismatch for {asset.name} ({asset.version})\n"
-            f"  expected {expected} (release.lock)\n"
-            f"  actual   {actual}\n"
-            "The file was not cached or unpacked. A truncated or tampered download, or a mirror "
-            "serving something else: do not pin the new hash without finding out which."
-        )
-
-
 def _up_to_date(out: Path, digest: str) -> Fetched | None:
     try:
         record = Fetched(**json.loads((out / RECORD).read_text()))
@@ -188,20 +77,27 @@ def _publish(fetcher: Fetcher, asset: Asset, digest: str, out: Path) -> Fetched:
     if record is not None:
         fetcher.reporter.log(f"{asset.name}: up to date in {out}")
         return record
-    cached, source = fetcher.obtain(asset, digest)
-    with staged_dir(out) as tmp:
-        flanneld = unpack(cached, asset.kind, asset.arch, tmp, f"{source} ({asset.name})")
-        record = Fetched(
-            version=asset.version,
-            arch=asset.arch,
-            asset=asset.name,
-            sha256=digest,
-            source=source,
-            flanneld=str(out / "flanneld"),
-            flanneld_sha256=digest if asset.kind == "binary" else sha256_file(flanneld),
-        )
-        (tmp / RECORD).write_text(json.dumps(asdict(record), indent=2) + "\n")
-    fetcher.reporter.log(f"{asset.name}: verified sha256 {digest[:16]}... from {source}")
+
+    def accept(verified: Path, source: str, from_cache: bool) -> Fetched:
+        origin = f"{source}{', cached' if from_cache else ''} ({asset.name})"
+        with staged_dir(out) as tmp:
+            flanneld = unpack(verified, asset.kind, asset.arch, tmp, origin)
+            record = Fetched(
+                version=asset.version,
+                arch=asset.arch,
+                asset=asset.name,
+                sha256=digest,
+                source=source,
+                flanneld=str(out / "flanneld"),
+                flanneld_sha256=digest if asset.kind == "binary" else sha256_file(flanneld),
+                from_cache=from_cache,
+            )
+            (tmp / RECORD).write_text(json.dumps(asdict(record), indent=2) + "\n")
+        return record
+
+    record = fetcher.obtain(asset, digest, accept)
+    via = f"{record.source} (from the cache)" if record.from_cache else record.source
+    fetcher.reporter.log(f"{asset.name}: verified sha256 {digest[:16]}... from {via}")
     return record
 
 
@@ -213,6 +109,7 @@ def fetch(cfg: Config, build_dir: Path, reporter: Reporter, offline: bool = Fals
     """Fetch and verify every configured arch in parallel; all or a clear error."""
     work = pinned(cfg)
     fetcher = Fetcher(cfg, reporter, offline)
+    fetcher.check_local(list(work))
     return run_parallel(
         fetcher,
         [
@@ -227,23 +124,25 @@ def pin(cfg: Config, reporter: Reporter) -> list[tuple[str, str, bool]]:
     pins = lock.read(cfg.fetch.lock) if cfg.fetch.lock.exists() else {}
     fetcher = Fetcher(cfg, reporter)
     todo = assets(cfg.flannel.version, cfg.flannel.arches, cfg.flannel.asset)
+    fetcher.check_local([(a, None) for a in todo])
 
     def one(asset: Asset) -> tuple[Asset, str, str]:
-        path, digest, source = fetcher.download_unpinned(asset)
-        with tempfile.TemporaryDirectory() as tmp:
-            unpack(path, asset.kind, asset.arch, Path(tmp), f"{source} ({asset.name})")
-        if path.parent == fetcher.cache.partial:
-            fetcher.cache.store(path, digest)
+        def accept(path: Path, digest: str, source: str) -> None:
+            # a changed pin is refused before the bytes are unpacked, let alone cached
+            lock.check(pins, asset.version, asset.name, digest, cfg.fetch.lock)
+            with tempfile.TemporaryDirectory() as tmp:
+                unpack(path, asset.kind, asset.arch, Path(tmp), f"{source} ({asset.name})")
+
+        digest, source = fetcher.obtain_unpinned(asset, accept)
         return asset, digest, source
 
     results = run_parallel(fetcher, [(lambda a=a: one(a)) for a in todo])
     added = []
-    # lock.add raises the supply-chain alarm before anything is written
     for asset, digest, source in results:
         new = lock.add(pins, asset.version, asset.name, digest, cfg.fetch.lock)
         added.append((asset.name, digest, new))
-        if new:
-            reporter.log(
+        if new:  # an alarm, not a log line: it must be seen even with -q
+            reporter.alarm(
                 f"TRUST ON FIRST USE: pinned {asset.version}/{asset.name} = {digest}\n"
                 f"  from {source}. Nothing vouches for this hash but that download: compare it "
                 "with an independent source before you commit release.lock."
@@ -255,18 +154,16 @@ def pin(cfg: Config, reporter: Reporter) -> list[tuple[str, str, bool]]:
 
 def run_parallel(fetcher: Fetcher, jobs: list) -> list:
     """Run jobs on a few threads; report every failure, raise the gravest."""
+    with fetcher.reporter.bars():
+        outcomes = parallel.run(jobs, fetcher.stop)
     results, failures = [], []
-    with fetcher.reporter.bars(), ThreadPoolExecutor(max_workers=min(4, len(jobs) or 1)) as pool:
-        futures = [pool.submit(job) for job in jobs]
-        try:
-            for future in futures:
-                try:
-                    results.append(future.result())
-                except FlannelnodeError as exc:
-                    failures.append(exc)
-        except KeyboardInterrupt:
-            fetcher.stop.set()
-            raise
+    for result, exc in outcomes:
+        if exc is None:
+            results.append(result)
+        elif isinstance(exc, FlannelnodeError):
+            failures.append(exc)
+        else:
+            raise exc
     if failures:
         worst = max(failures, key=lambda e: e.exit_code)
         raise type(worst)("\n".join(str(e) for e in failures))

@@ -67,19 +67,24 @@ def write(path: Path, pins: Pins) -> None:
     atomic.write_text(path, render(pins))
 
 
-def add(pins: Pins, version: str, asset: str, digest: str, lock_path: Path) -> bool:
-    """Record a pin; True if it is new. An existing, different pin is a supply-chain alarm."""
+def check(pins: Pins, version: str, asset: str, digest: str, lock_path: Path) -> None:
+    """An existing, different pin is a supply-chain alarm."""
     known = pins.get(version, {}).get(asset)
-    if known == digest:
-        return False
-    if known is not None:
+    if known is not None and known != digest:
         raise IntegrityError(
             f"SUPPLY-CHAIN ALARM: {version}/{asset} is pinned in {lock_path} as\n"
             f"  {known}\nbut the download now hashes to\n  {digest}\n"
-            "A published release asset must never change. The pin is kept and nothing was "
-            "written. Find out why the asset changed (mirror tampering, a re-tagged release) "
-            "before trusting it."
+            "A published release asset must never change. The pin is kept, nothing was "
+            "written, and the changed bytes were deleted, not cached. Find out why the asset "
+            "changed (mirror tampering, a re-tagged release) before trusting it."
         )
+
+
+def add(pins: Pins, version: str, asset: str, digest: str, lock_path: Path) -> bool:
+    """Record a pin; True if it is new. An existing, different pin is a supply-chain alarm."""
+    check(pins, version, asset, digest, lock_path)
+    if pins.get(version, {}).get(asset) == digest:
+        return False
     pins.setdefault(version, {})[asset] = digest
     return True
 

@@ -25,11 +25,17 @@ class Reporter:
         if self._bars is not None:
             self._bars.console.print(msg, markup=False, highlight=False)
         else:
-            print(msg, file=sys.stderr, flush=True)
+            self._write(msg)
 
     def alarm(self, msg: str) -> None:
         """A message that must be seen even with -q (a skipped or weakened step)."""
-        print(f"*** {urls.scrub(msg)}", file=sys.stderr, flush=True)
+        self._write(f"*** {urls.scrub(msg)}")
+
+    def _write(self, msg: str) -> None:
+        """Whole lines, one write each: worker threads log at the same time."""
+        with self._lock:
+            sys.stderr.write(msg + "\n")
+            sys.stderr.flush()
 
     @contextmanager
     def bars(self) -> Iterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -48,3 +49,16 @@ def release_tarball(arch: str) -> bytes:
             ("README.md", b"flannel\n", tarfile.REGTYPE),
         ]
     )
+
+
+def gzip_bomb(declared: int = 10 * 10**9, kind: bytes = tarfile.REGTYPE) -> bytes:
+    """A .tar.gz whose first member (or pax header) declares `declared` bytes and whose
+    compressed stream really holds that many zeros after it: ~10 MB that inflate to 10 GB."""
+    info = tarfile.TarInfo("flanneld")
+    info.type = kind
+    info.size = declared
+    info.mode = 0o755
+    head = gzip.compress(info.tobuf(tarfile.GNU_FORMAT), mtime=0)
+    block = 64 << 20
+    zeros = gzip.compress(bytes(block), compresslevel=9, mtime=0)  # gzip members concatenate
+    return head + zeros * (declared // block + 1)

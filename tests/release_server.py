@@ -2,7 +2,16 @@
 
 Like GitHub, /<owner>/<repo>/releases/download/<tag>/<asset> answers 302 to an object URL that
 serves the bytes (with HTTP Range). Faults are queued per asset name and consumed one request
-at a time, so a test can script "500, then succeed" or "cut the body, then serve the resume".
+at a time, so a test can script "500, then succeed" or "cut the body, then serve the resume":
+
+    "500", "404", ...   answer with that status
+    "cut"               send half of the body, then close the connection
+    "cut@N"             send exactly N bytes of the body, then close the connection
+    "stall"             send half of the body, then send nothing more (until the server stops)
+    "ignore-range"      answer a Range request with the whole body (200)
+
+`pace[name] = seconds` spreads every body of that asset over about that many seconds, so that
+clients overlap. `sent[name]` counts the body bytes served, `downloads(name)` the object requests.
 It also answers proxy-style requests (absolute URI in the request line), so it can act as the
 HTTP proxy of a test that names a host that does not exist.
 """
@@ -25,6 +34,10 @@ class ReleaseServer:
         self.faults: dict[str, list[str]] = defaultdict(list)
         self.requests: list[tuple[str, str]] = []  # (path, Range header)
         self.proxied: list[str] = []
+        self.pace: dict[str, float] = {}
+        self.sent: dict[str, int] = defaultdict(int)
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -38,6 +51,7 @@ class ReleaseServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # ends stalled and paced bodies
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -46,6 +60,12 @@ class ReleaseServer:
 
     def hits(self, name: str) -> int:
         return sum(1 for path, _ in self.requests if path.endswith("/" + name))
+
+    def downloads(self, name: str) -> int:
+        """Requests for the bytes of name (the redirects not counted)."""
+        return sum(
+            1 for path, _ in self.requests if path.startswith(OBJECTS) and path.endswith("/" + name)
+        )
 
 
 def _handler(server: ReleaseServer) -> type[BaseHTTPRequestHandler]:
@@ -98,11 +118,31 @@ def _handler(server: ReleaseServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             payload = body[start:]
             if fault == "cut":  # the connection drops halfway through the body
-                self.wfile.write(payload[: len(payload) // 2])
-                self.wfile.flush()
+                return self._send(name, payload[: len(payload) // 2], close=True)
+            if fault and fault.startswith("cut@"):
+                return self._send(name, payload[: int(fault[4:])], close=True)
+            if fault == "stall":
+                self._send(name, payload[: len(payload) // 2])
+                server._stopping.wait(120)
                 self.close_connection = True
                 return
-            self.wfile.write(payload)
+            self._send(name, payload)
+
+        def _send(self, name: str, data: bytes, close: bool = False) -> None:
+            pace = server.pace.get(name)
+            step = max(1, len(data) // 50) if pace else len(data) or 1
+            try:
+                for i in range(0, len(data), step):
+                    if pace and server._stopping.wait(pace / 50):
+                        break
+                    self.wfile.write(data[i : i + step])
+                    self.wfile.flush()
+                    with server._lock:
+                        server.sent[name] += len(data[i : i + step])
+            except OSError:  # the client went away (interrupted, or a test is over)
+                close = True
+            if close:
+                self.close_connection = True
 
     return Handler
 
