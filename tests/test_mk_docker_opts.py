@@ -118,6 +118,27 @@ def test_d_writes_where_told(shell: str, subnet: Path, tmp_path: Path) -> None:
     assert subnet.read_text() == SUBNET_ENV
 
 
+def test_the_file_is_replaced_whole_never_rewritten_in_place(
+    shell: str, subnet: Path, tmp_path: Path
+) -> None:
+    # docker (or anyone) reading the file while the script runs must see the old options or the
+    # new ones, never a truncated file: the new file is written aside and renamed over the old
+    # one, so a reader that opened the old file still reads it all, and the inode changes.
+    out = tmp_path / "flannel" / "docker"
+    old = 'DOCKER_OPTS="--bip=10.9.9.1/24 --mtu=1400"\n'
+    out.write_text(old)
+    before = out.stat().st_ino
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        assert ok(shell, subnet, out) == BOTH
+        assert os.pread(fd, 4096, 0).decode() == old
+    finally:
+        os.close(fd)
+    assert out.stat().st_ino != before
+    assert oct(out.stat().st_mode & 0o777) == oct(0o644)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["docker", "subnet.env"]
+
+
 def test_quoted_values_and_crlf(shell: str, subnet: Path, tmp_path: Path) -> None:
     subnet.write_text(
         "FLANNEL_SUBNET=\"10.1.15.1/24\"\r\nFLANNEL_MTU='1450'\r\nFLANNEL_IPMASQ=true"
