@@ -251,6 +251,29 @@ def test_gzip_bomb_is_refused_without_inflating_it(tmp_path, kind):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_a_member_may_declare_up_to_256_mib_and_no_more(tmp_path):
+    # the documented limit (README: "a member that declares more than 256 MiB is refused"),
+    # written here, not read from flannelnode.extract
+    from flannelnode.extract import unpack
+
+    limit = 256 * 1024 * 1024
+    over = tmp_path / "over.tar.gz"
+    over.write_bytes(gzip_bomb(declared=limit + 1))
+    (tmp_path / "a").mkdir()
+    cpu = time.process_time()
+    with pytest.raises(IntegrityError, match=f"refusing member 'flanneld': {limit + 1} bytes"):
+        unpack(over, "tarball", "amd64", tmp_path / "a", "over")
+    assert time.process_time() - cpu < 1.0  # refused at the header, nothing inflated
+    assert list((tmp_path / "a").iterdir()) == []
+
+    at = tmp_path / "at.tar.gz"
+    at.write_bytes(gzip_bomb(declared=limit))
+    (tmp_path / "b").mkdir()
+    with pytest.raises(IntegrityError, match="flanneld is not an ELF"):  # zeros: past the tar
+        unpack(at, "tarball", "amd64", tmp_path / "b", "at")  # checks, refused by the ELF one
+    assert (tmp_path / "b" / "flanneld").stat().st_size == limit
+
+
 def test_lock_refuses_a_gzip_bomb_and_keeps_none_of_it(server, project):
     server.add(V, f"flannel-{V}-linux-amd64.tar.gz", gzip_bomb())
     project.pin({})
