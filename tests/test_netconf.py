@@ -55,6 +55,9 @@ GOOD = {
     "host-gw": net(Backend={"Type": "host-gw"}),
     "alloc": net(Backend={"Type": "alloc"}),
     "smallest network": net(Network="10.0.0.0/28"),
+    # flannel's maxima (pkg/subnet/config.go: "SubnetLen must be less than /31", IPv6 /127)
+    "SubnetLen 30": net(SubnetLen=30),
+    "IPv6SubnetLen 126": net(EnableIPv6=True, IPv6Network="fd00::/48", IPv6SubnetLen=126),
 }
 
 
