@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -632,6 +633,57 @@ def test_a_local_file_that_is_no_asset_of_the_build_is_an_error(server, project,
     assert res.rc == 2, res.err
     assert str(other) in res.err and "flanneld-amd64" in res.err
     assert server.requests == []
+
+
+def test_a_local_file_changing_while_it_is_copied_is_refused(
+    server, project, release, tmp_path, monkeypatch
+):
+    # The file is found by its hash, then copied: the copy is what gets used, so the copy is
+    # what must hash to the pin. Here the user's file is rewritten while it is read (torn: its
+    # last byte differs) and put back afterwards; hashing the user's file again would pass.
+    from flannelnode import sources
+
+    carried = tmp_path / "usb" / "flanneld"  # another name: found by hash, not by name
+    carried.parent.mkdir()
+    good = release["amd64"]
+    carried.write_bytes(good)
+    real_copy = sources.copy
+
+    def torn_copy(src, dest):
+        src.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+        try:
+            return real_copy(src, dest)
+        finally:
+            src.write_bytes(good)
+
+    monkeypatch.setattr(sources, "copy", torn_copy)
+    res = project.run("fetch", "--arch", "amd64", "--local", str(carried))
+    assert res.rc == 4, res.err
+    assert f"{carried}: sha256 mismatch for flanneld-amd64" in res.err
+    assert project.cached() == [] and project.built() == []
+    assert list((project.cache / "partial").iterdir()) == []
+    assert carried.read_bytes() == good
+
+
+def test_a_local_directory_with_folders_and_odd_entries_is_searched_not_crashed_on(
+    server, project, release, tmp_path
+):
+    usb = tmp_path / "usb"
+    # folders beside the assets, at both levels, some named like an asset: not the asset
+    (usb / V / "flanneld-arm64").mkdir(parents=True)
+    (usb / "flanneld-amd64").mkdir()
+    os.mkfifo(usb / "a-fifo")  # hashing it would block: never opened
+    (usb / "dangling").symlink_to(usb / "gone")
+    (usb / "flanneld (2)").write_bytes(release["amd64"])
+    (usb / V / "arm64 copy").write_bytes(release["arm64"])
+    res = project.run("fetch", "--local", str(usb))
+    assert res.rc == 0, res.err
+    assert "error" not in res.err
+    assert server.requests == []
+    for arch, name in (("amd64", "flanneld (2)"), ("arm64", f"{V}/arm64 copy")):
+        record = json.loads((project.build / "fetch" / V / arch / "release.json").read_text())
+        assert record["source"] == str(usb / name)
+        assert (project.build / "fetch" / V / arch / "flanneld").read_bytes() == release[arch]
 
 
 # -- network errors: a name that does not resolve fails at once; errors name the host and reason
