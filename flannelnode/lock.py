@@ -25,7 +25,7 @@ HEADER = """\
 # alarm, never a routine update.
 """
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Pins = dict[str, dict[str, str]]  # version -> asset name -> sha256
 
@@ -46,7 +46,7 @@ def read(path: Path) -> Pins:
         if not isinstance(assets, dict):
             raise ConfigError(f"{path}: [{version!r}] must be a table of asset = sha256")
         for asset, digest in assets.items():
-            if not isinstance(digest, str) or not _SHA256.match(digest):
+            if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
                 raise ConfigError(
                     f"{path}: {version}.{asset}: {digest!r} is not a lowercase sha256 hex digest"
                 )
