@@ -8,6 +8,7 @@ HTTPS GET for v2. Subprocesses use this interpreter (the pyenv shim behind `pyth
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
@@ -469,3 +470,105 @@ def test_what_flannel_reads_differently_is_a_different_config(
         etcd, prefix, '{"Backend": {"type": "host-gw", "Type": "vxlan"}, "Network": "10.5.0.0/16"}'
     )
     assert stats(same)["action"] == "unchanged"
+
+
+# -- the read-back after a write, against a stub that acknowledges writes it does not keep
+
+
+class _ForgetfulEtcd:
+    """An etcd HTTP gateway (v3 JSON and v2 keys) on 127.0.0.1 that answers every write with
+    success and every read with `shown` (None: the key is absent). A proxy or a member that loses
+    acknowledged writes looks like this to the seeder."""
+
+    def __init__(self, shown: str | None) -> None:
+        import http.server
+        import threading
+
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # v3: /v3/kv/txn, /v3/kv/range
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                stub.paths.append(self.path)
+                if self.path == "/v3/kv/txn":
+                    self._answer(200, {"succeeded": True, "header": {"revision": "7"}})
+                elif stub.shown is None:
+                    self._answer(200, {"header": {"revision": "7"}})
+                else:
+                    value = base64.b64encode(stub.shown.encode()).decode()
+                    self._answer(200, {"kvs": [{"value": value, "mod_revision": "7"}]})
+
+            def do_PUT(self) -> None:  # v2
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                stub.paths.append("PUT " + self.path.split("?")[0])
+                self._answer(201, {"node": {"modifiedIndex": 7}})
+
+            def do_GET(self) -> None:
+                stub.paths.append("GET " + self.path.split("?")[0])
+                if stub.shown is None:
+                    self._answer(404, {"errorCode": 100, "message": "Key not found"})
+                else:
+                    self._answer(200, {"node": {"value": stub.shown, "modifiedIndex": 7}})
+
+        self.shown = shown
+        self.paths: list[str] = []
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("api", ["v3", "v2"])
+@pytest.mark.parametrize(
+    "shown",
+    [None, json.dumps(NET_B), "not json"],
+    ids=["absent", "another-config", "garbage"],
+)
+def test_a_write_etcd_does_not_keep_is_a_failure(api: str, shown: str | None) -> None:
+    stub = _ForgetfulEtcd(shown)
+    try:
+        interpreter = shlex.split(os.environ.get("FLANNEL_SEED_PYTHON", "")) or [sys.executable]
+        result = subprocess.run(
+            [
+                *interpreter,
+                str(SCRIPT),
+                "--endpoints",
+                stub.url,
+                "--config-json",
+                json.dumps(NET_A),
+                "--api",
+                api,
+                "--deadline",
+                "10",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        stub.close()
+    assert result.returncode == 1, result.stderr
+    line = one_line_error(result)
+    assert "wrote /coreos.com/network/config but read back" in line
+    assert repr(shown) in line
+    write, read = (
+        ("/v3/kv/txn", "/v3/kv/range")
+        if api == "v3"
+        else ("PUT /v2/keys/coreos.com/network/config", "GET /v2/keys/coreos.com/network/config")
+    )
+    assert stub.paths == [write, read]  # one write, then the read that caught it
