@@ -105,6 +105,23 @@ def test_tampered_asset_fails_and_leaves_nothing(server, project, release):
     assert "Traceback" not in res.err
 
 
+@pytest.mark.parametrize("tampered", ["amd64", "arm64"])
+def test_two_arches_failing_differently_exit_with_the_gravest(server, project, tampered):
+    # one arch's asset is tampered with (integrity, exit 4), the other's is missing (404, a
+    # failure, exit 1): both are reported, and the exit code is the alarm's, in either order
+    missing = "arm64" if tampered == "amd64" else "amd64"
+    pinned = {a: elf(a) for a in ("amd64", "arm64")}
+    server.add(V, f"flanneld-{tampered}", elf(tampered))  # not the pinned bytes
+    project.pin({V: {f"flanneld-{a}": sha(b) for a, b in pinned.items()}})
+    project.config(mirror=server.url, retries=0)
+    res = project.run("fetch")
+    assert res.rc == 4, res.err
+    assert f"sha256 mismatch for flanneld-{tampered}" in res.err
+    assert "404" in res.err and f"flanneld-{missing}" in res.err
+    assert project.built() == []
+    _nothing_kept(project)
+
+
 def test_truncated_body_is_retried_then_fails_cleanly(server, project, release):
     server.faults["flanneld-amd64"] = ["cut"] * 3  # every attempt (retries = 2) is cut short
     res = project.run("fetch", "--arch", "amd64")
