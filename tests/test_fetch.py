@@ -82,6 +82,36 @@ def test_verified_cache_hit_needs_no_server(server, project, release):
     assert (project.build / "fetch" / V / "arm64" / "flanneld").read_bytes() == release["arm64"]
 
 
+@pytest.mark.parametrize("kind", ["binary", "tarball"])
+def test_an_already_fetched_flanneld_is_hashed_again(server, project, kind):
+    # build/fetch/<tag>/<arch>/flanneld changed since fetch wrote it (same size, same mtime, one
+    # byte): the next fetch must notice and put the verified bytes back from the cache
+    bodies = {a: elf(a) for a in ("amd64", "arm64")}
+    names = {
+        a: f"flanneld-{a}" if kind == "binary" else f"flannel-{V}-linux-{a}.tar.gz" for a in bodies
+    }
+    for a, b in bodies.items():
+        server.add(
+            V, names[a], b if kind == "binary" else tarball([("flanneld", b, tarfile.REGTYPE)])
+        )
+    project.pin({V: {names[a]: sha(server.assets[(V, names[a])]) for a in bodies}})
+    project.config(f'[flannel]\nasset = "{kind}"\n', mirror=server.url)
+    assert project.run("fetch").rc == 0
+    requests = len(server.requests)
+    out = project.build / "fetch" / V / "amd64" / "flanneld"
+    st = out.stat()
+    tampered = bytearray(out.read_bytes())
+    tampered[-1] ^= 0xFF
+    out.write_bytes(bytes(tampered))
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+    res = project.run("fetch")
+    assert res.rc == 0, res.err
+    assert out.read_bytes() == bodies["amd64"]
+    assert f"{names['amd64']}: up to date" not in res.err
+    assert f"{names['arm64']}: up to date" in res.err
+    assert len(server.requests) == requests  # from the cache
+
+
 def test_corrupted_cache_entry_is_fetched_again(server, project, release):
     assert project.run("fetch", "--arch", "amd64").rc == 0
     entry = project.cache / "sha256" / sha(release["amd64"])
