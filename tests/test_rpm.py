@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -776,3 +777,73 @@ def test_dnf_refuses_unsigned_tampered_packages_and_metadata(
     refused = node.dnf("install", "flannel-node", check=False)
     assert refused.returncode != 0
     assert node.rpm_q("-q", "flannel-node", check=False).returncode != 0
+
+
+# -- rpm -Kv's verdicts, on a small package signed twice (header, and header+payload)
+
+TINY_SPEC = """\
+Name: tiny
+Version: 1
+Release: 1
+Summary: a package to sign
+License: Apache-2.0
+BuildArch: noarch
+%description
+tiny
+%install
+mkdir -p %{buildroot}/opt/tiny
+head -c 65536 /dev/urandom > %{buildroot}/opt/tiny/data
+%files
+/opt/tiny/data
+"""
+
+
+def _tiny_rpm(tmp_path: Path) -> Path:
+    spec = tmp_path / "tiny.spec"
+    spec.write_text(TINY_SPEC)
+    _run("rpmbuild", "-bb", "--define", f"_topdir {tmp_path / 'top'}", spec)
+    return next((tmp_path / "top" / "RPMS" / "noarch").glob("tiny-1-1.noarch.rpm"))
+
+
+def _sign_v3(rpm_file: Path, home: Path, fpr: str) -> None:
+    _run(
+        "rpmsign",
+        "--addsign",
+        "--rpmv3",  # a header signature and a legacy header+payload one
+        "--define",
+        "__gpg /usr/bin/gpg",
+        "--define",
+        f"_gpg_name {fpr}",
+        "--define",
+        f"_gpg_path {home}",
+        rpm_file,
+    )
+
+
+def test_one_good_and_one_bad_signature_is_refused(signing_key, tmp_path):
+    home, fpr = signing_key
+    public = tmp_path / "key.asc"
+    public.write_text(_run("gpg", "--armor", "--export", fpr, env=_gpg_env(home)).stdout)
+    good = _tiny_rpm(tmp_path)
+    _sign_v3(good, home, fpr)
+    (tmp_path / "nokeys").mkdir()
+    listed = _run(  # no key imported: both show, as NOKEY
+        "rpm", "--dbpath", tmp_path / "nokeys", "-Kv", "--nodigest", good, check=False
+    ).stdout
+    assert len(re.findall(r"Signature, key ID \w+: NOKEY", listed)) == 2, listed
+    (tmp_path / "w1").mkdir()
+    repo.check_signatures([good], public, tmp_path / "w1")  # both OK: accepted
+
+    # the payload changed after signing: the header signature still verifies, the
+    # header+payload one does not (nor does the payload digest)
+    bad = tmp_path / "bad.rpm"
+    body = bytearray(good.read_bytes())
+    body[-100] ^= 0xFF
+    bad.write_bytes(bytes(body))
+    (tmp_path / "w2").mkdir()
+    with pytest.raises(repo.SigningError) as exc:
+        repo.check_signatures([good, bad], public, tmp_path / "w2")
+    text = str(exc.value)
+    assert text.startswith("bad.rpm: signature check failed")
+    assert re.search(r"Header V4 RSA/SHA\d+ Signature, key ID \w+: OK", text), text
+    assert re.search(r"\n\s*V4 RSA/SHA\d+ Signature, key ID \w+: BAD", text), text
