@@ -24,14 +24,14 @@ def sha(body: bytes) -> str:
 
 
 def tarball(members: list[tuple[str, bytes | None, bytes]]) -> bytes:
-    """members: (name, body or None, type flag) -> a .tar.gz. Symlinks take their target as body."""
+    """members: (name, body or None, type flag) -> a .tar.gz. Links take their target as body."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, body, kind in members:
             info = tarfile.TarInfo(name)
             info.type = kind
             info.mode = 0o755
-            if kind == tarfile.SYMTYPE:
+            if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
                 info.linkname = (body or b"").decode()
                 tar.addfile(info)
             else:

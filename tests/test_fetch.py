@@ -227,6 +227,15 @@ HOSTILE = {
         ("flanneld", b"/etc/passwd", tarfile.SYMTYPE),
         ("README.md", b"x", tarfile.REGTYPE),
     ],
+    # links to a member inside the archive: tarfile would follow them to an ELF and extract it
+    "symlink-inside": [
+        ("README.md", elf("amd64"), tarfile.REGTYPE),
+        ("flanneld", b"README.md", tarfile.SYMTYPE),
+    ],
+    "hardlink-inside": [
+        ("README.md", elf("amd64"), tarfile.REGTYPE),
+        ("flanneld", b"README.md", tarfile.LNKTYPE),
+    ],
     "device": [("flanneld", b"", tarfile.CHRTYPE)],
     "unexpected": [("flanneld", elf("amd64"), tarfile.REGTYPE), ("evil.sh", b"x", tarfile.REGTYPE)],
     "no-flanneld": [("README.md", b"x", tarfile.REGTYPE)],
@@ -244,6 +253,8 @@ def test_hostile_tarball_is_refused(server, project, case):
     res = project.run("fetch")
     assert res.rc == 4
     assert "refusing member" in res.err or "holds no flanneld" in res.err
+    if case.startswith(("symlink", "hardlink", "device")):
+        assert "refusing member 'flanneld': not a regular file" in res.err, res.err
     assert project.built() == []
     assert not (tmp := project.root / "etc").exists(), tmp
     _nothing_kept(project)  # refused bytes never enter the cache, pinned or not
