@@ -1,5 +1,5 @@
 # flannelnode qcow2 node disk for KVM/OpenStack hosts, built from a bootable base qcow2 (make base,
-# or the Rocky 9 GenericCloud image: -var-file=images/variants/rocky-9.pkrvars.hcl).
+# or the Rocky 9 GenericCloud image: -var-file=images/variants/rocky-9/qemu.pkrvars.hcl).
 # Built by `build.py images` (flannelnode/images.py), which passes the per-build variables.
 #
 # SSH: images.py generates a key pair per build and hands its public half to the base's cloud-init
