@@ -572,3 +572,11 @@ def test_a_write_etcd_does_not_keep_is_a_failure(api: str, shown: str | None) ->
         else ("PUT /v2/keys/coreos.com/network/config", "GET /v2/keys/coreos.com/network/config")
     )
     assert stub.paths == [write, read]  # one write, then the read that caught it
+
+
+def test_the_seeder_stays_python_3_6() -> None:
+    # nodes run it with their platform python3, 3.6 on EL8; ruff lints it as 3.7 (its oldest)
+    import ast
+
+    ast.parse(SCRIPT.read_text(), feature_version=(3, 6))
+    assert "from __future__ import annotations" not in SCRIPT.read_text()
