@@ -41,7 +41,7 @@ ETCD_CERT ?=
 ETCD_KEY ?=
 
 .PHONY: help deps apt venv docker-up fetch lock lint payload rpm repo base images userdata \
-	manifest verify test test-quick bench check clean
+	manifest verify test test-quick mutate bench check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -116,6 +116,11 @@ test: deps docker-up ## run the test suite (real etcd, docker, packer, qemu, rpm
 test-quick: deps docker-up ## the suite without the slow qcow2 build-and-boot test (~4 min less)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not slow"
+
+MODULES ?=
+
+mutate: deps docker-up ## mutation score (cosmic-ray) of the fast modules; MODULES=flannelnode/lock.py
+	nice -n 19 $(PY) -m mutation.run $(MODULES)
 
 BENCHES ?= fetch payload rpm seed images vm
 

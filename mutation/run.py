@@ -1,0 +1,121 @@
+"""`make mutate`: mutation testing with cosmic-ray over the modules in mutation/targets.toml.
+
+Each module gets its own cosmic-ray session in build/mutation/<module>.sqlite: the module is
+mutated in place, one mutant at a time, and its tests run against each (the file is restored
+after every run). Prints per module the mutants killed, the survivors (line, operator, diff), the
+time taken, and the total score over the non-equivalent mutants.
+
+    python -m mutation.run                  # every target
+    python -m mutation.run flannelnode/lock.py flannelnode/arch.py
+    MUTATE_RESUME=1 python -m mutation.run  # go on with sessions already begun
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "build" / "mutation"
+TARGETS = Path(__file__).resolve().parent / "targets.toml"
+TIMEOUT = 300.0  # seconds per mutant: a mutant that hangs the tests counts as killed
+
+
+@dataclass(frozen=True)
+class Survivor:
+    module: str
+    line: int
+    operator: str
+    diff: str
+
+
+def _test_command(tests: list[str]) -> str:
+    python = shlex.quote(sys.executable)
+    return " && ".join(f"{python} -m pytest -x -q -p no:cacheprovider {t}" for t in tests)
+
+
+def _config(module: str, tests: list[str], path: Path) -> None:
+    path.write_text(
+        "[cosmic-ray]\n"
+        f"module-path = {json.dumps(module)}\n"
+        f"timeout = {TIMEOUT}\n"
+        "excluded-modules = []\n"
+        f"test-command = {json.dumps(_test_command(tests))}\n"
+        '\n[cosmic-ray.distributor]\nname = "local"\n'
+    )
+
+
+def _equivalent() -> set[tuple[str, str, str]]:
+    """(module, operator, the mutated line, stripped): stable when lines move."""
+    table = tomllib.loads(TARGETS.read_text())
+    return {(e["module"], e["operator"], e["mutant"].strip()) for e in table.get("equivalent", [])}
+
+
+def _mutated_line(diff: str) -> str:
+    added = [ln[1:] for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    return added[0].strip() if added else ""
+
+
+def run_module(module: str, tests: list[str]) -> tuple[int, int, list[Survivor], float]:
+    """(killed, counted, survivors, seconds) for one module."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    stem = module.replace("/", "_").removesuffix(".py")
+    config, session = OUT / f"{stem}.toml", OUT / f"{stem}.sqlite"
+    _config(module, tests, config)
+    started = time.monotonic()
+    cosmic = [sys.executable, "-m", "cosmic_ray.cli"]
+    if not (os.environ.get("MUTATE_RESUME") and session.exists()):
+        session.unlink(missing_ok=True)
+        subprocess.run([*cosmic, "init", str(config), str(session)], check=True, cwd=REPO)
+    subprocess.run([*cosmic, "exec", str(config), str(session)], check=True, cwd=REPO)
+    dump = subprocess.run(
+        [*cosmic, "dump", str(session)], check=True, cwd=REPO, capture_output=True, text=True
+    ).stdout
+    equivalent = _equivalent()
+    killed = counted = 0
+    survivors = []
+    for line in dump.splitlines():
+        job, result = json.loads(line)
+        if result is None:
+            continue
+        mutation = job["mutations"][0]
+        diff = result.get("diff") or ""
+        operator = mutation["operator_name"]
+        if (module, operator, _mutated_line(diff)) in equivalent:
+            continue
+        counted += 1
+        if result["test_outcome"] == "survived":
+            survivors.append(Survivor(module, int(mutation["start_pos"][0]), operator, diff))
+        else:
+            killed += 1
+    return killed, counted, survivors, time.monotonic() - started
+
+
+def main(argv: list[str]) -> int:
+    targets = tomllib.loads(TARGETS.read_text())["target"]
+    if argv:
+        targets = [t for t in targets if t["module"] in argv]
+    total_killed = total = 0
+    lines = []
+    for target in targets:
+        killed, counted, survivors, seconds = run_module(target["module"], target["tests"])
+        total_killed, total = total_killed + killed, total + counted
+        lines.append(f"{target['module']}: {killed}/{counted} killed in {seconds:.0f}s")
+        for s in survivors:
+            lines.append(f"  SURVIVED {s.module}:{s.line} {s.operator}\n{s.diff}")
+        print(lines[-1 - len(survivors)], flush=True)
+    print("\n".join(lines))
+    score = 100.0 * total_killed / total if total else 100.0
+    print(f"mutation score: {total_killed}/{total} = {score:.1f}% of non-equivalent mutants")
+    return 0 if score >= 90.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
