@@ -67,7 +67,8 @@ def main() -> None:
             inproc.append(time.perf_counter() - start)
 
         cli = [sys.executable, str(REPO / "build.py"), "-q", "--config", str(work / "node.toml"),
-               "--build-dir", str(build), "repo", "--gpg-key", fpr, "--gpg-home", str(home)]  # fmt: skip
+               "--build-dir", str(build), "repo", "--gpg-key", fpr,
+               "--gpg-home", str(home)]  # fmt: skip
         process = []
         for _ in range(args.runs):
             start = time.perf_counter()
@@ -82,7 +83,8 @@ def main() -> None:
             added.append(time.perf_counter() - start)
 
         size = (build / f"payload/{arches[0]}/root/opt/kubernetes/bin/flanneld").stat().st_size
-        print(f"{len(arches)} arches, flanneld {size / 2**20:.1f} MiB each; medians of {args.runs}:")
+        mib = size / 2**20
+        print(f"{len(arches)} arches, flanneld {mib:.1f} MiB each; medians of {args.runs}:")
         print(f"  repo, first publish (sign, createrepo_c, sign repomd): {first:.2f} s")
         print(f"  repo, nothing new, in-process:   {_median(inproc)}  (target <= 0.3 s)")
         print(f"  repo, nothing new, `build.py repo` process: {_median(process)}")
