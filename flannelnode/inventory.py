@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 from . import __version__, lock, urls
 from .cache import sha256_file
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, FlannelnodeError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,11 +109,31 @@ class Inventory:
         return next((f for f in self.flanneld if f.arch == arch), None)
 
 
-def _json(path: Path) -> Any:
+def _json(path: Path, step: str) -> Any:
+    """The record, or None if the step has not run."""
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
+    except ValueError:
+        raise _malformed(path, step) from None
+
+
+@contextmanager
+def _reading(path: Path, step: str) -> Iterator[None]:
+    """A record that is there but not what its step writes stops the SBOM: it would be wrong."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise _malformed(path, step) from None
+
+
+def _malformed(path: Path, step: str) -> FlannelnodeError:
+    return FlannelnodeError(
+        f"{path}: not the record `build.py {step}` writes (not JSON, or a field is missing or "
+        f"malformed), so the SBOM and provenance cannot say what was built. Run `build.py {step}` "
+        "again, then `build.py manifest`."
+    )
 
 
 def _git(*args: str) -> str | None:
@@ -145,52 +167,67 @@ def _pins(config: Config) -> dict[str, str]:
 
 
 def _flanneld(config: Config, build_dir: Path, arch: str, pins: dict[str, str]) -> Flanneld | None:
-    record = _json(build_dir / "fetch" / config.flannel.version / arch / "release.json")
-    if not isinstance(record, dict) or "sha256" not in record:
+    path = build_dir / "fetch" / config.flannel.version / arch / "release.json"
+    record = _json(path, "fetch")
+    if record is None:
         return None
-    return Flanneld(
-        arch=arch,
-        version=record.get("version", config.flannel.version),
-        asset=record["asset"],
-        asset_sha256=record["sha256"],
-        sha256=record.get("flanneld_sha256") or record["sha256"],
-        source=urls.redact(str(record.get("source", ""))),
-        pinned=pins.get(record["asset"]),
-    )
+    with _reading(path, "fetch"):
+        return Flanneld(
+            arch=arch,
+            version=record.get("version", config.flannel.version),
+            asset=record["asset"],
+            asset_sha256=record["sha256"],
+            sha256=record.get("flanneld_sha256") or record["sha256"],
+            source=urls.redact(str(record.get("source", ""))),
+            pinned=pins.get(record["asset"]),
+        )
 
 
 def _payload(build_dir: Path, arch: str) -> Payload | None:
-    manifest = _json(build_dir / "payload" / arch / "manifest.json")
-    if not isinstance(manifest, dict) or "files" not in manifest:
+    path = build_dir / "payload" / arch / "manifest.json"
+    manifest = _json(path, "payload")
+    if manifest is None:
         return None
-    return Payload(
-        arch=arch,
-        input_digest=manifest.get("input_digest", ""),
-        tarball_sha256=manifest.get("tarball_sha256", ""),
-        prefix=manifest.get("prefix", ""),
-        files=tuple(
-            NodeFile(f["path"], f["mode"], int(f["size"]), f["sha256"]) for f in manifest["files"]
-        ),
-    )
+    with _reading(path, "payload"):
+        return Payload(
+            arch=arch,
+            input_digest=manifest.get("input_digest", ""),
+            tarball_sha256=manifest.get("tarball_sha256", ""),
+            prefix=manifest.get("prefix", ""),
+            files=tuple(
+                NodeFile(f["path"], f["mode"], int(f["size"]), f["sha256"])
+                for f in manifest["files"]
+            ),
+        )
 
 
 def _signed_copies(build_dir: Path) -> dict[str, str]:
     """build/rpm sha256 -> the sha256 of the signed copy build/repo publishes."""
-    record = _json(build_dir / "repo" / "repo.json")
-    if not isinstance(record, dict):
+    path = build_dir / "repo" / "repo.json"
+    record = _json(path, "repo")
+    if record is None:
         return {}
-    return {
-        p["source_sha256"]: p["sha256"]
-        for r in record.get("releases", [])
-        for p in r.get("packages", [])
-    }
+    with _reading(path, "repo"):
+        return {
+            p["source_sha256"]: p["sha256"]
+            for r in record.get("releases", [])
+            for p in r.get("packages", [])
+        }
 
 
 def _rpms(config: Config, build_dir: Path) -> list[Rpm]:
-    record = _json(build_dir / "rpm" / "rpm.json")
-    if not isinstance(record, dict):
+    path = build_dir / "rpm" / "rpm.json"
+    record = _json(path, "rpm")
+    if record is None:
         return []
     signed = _signed_copies(build_dir)
+    with _reading(path, "rpm"):
+        return _rpm_entries(config, build_dir, record, signed)
+
+
+def _rpm_entries(
+    config: Config, build_dir: Path, record: dict[str, Any], signed: dict[str, str]
+) -> list[Rpm]:
     rpms = []
     for arch in config.flannel.arches:
         entry = record.get(arch)
@@ -215,22 +252,25 @@ def _rpms(config: Config, build_dir: Path) -> list[Rpm]:
 def _images(build_dir: Path) -> list[Image]:
     images = []
     for path in sorted((build_dir / "images").glob("*.json")):
-        record = _json(path)
-        if path.name.startswith(".") or not isinstance(record, dict) or "inputs" not in record:
+        if path.name.startswith("."):
             continue
-        images.append(
-            Image(
-                target=path.stem,
-                arch=record.get("arch", ""),
-                inputs=record["inputs"],
-                parts={k: str(v) for k, v in record.get("parts", {}).items()},
-                built_at=record.get("built_at"),
-                image=record.get("image"),
-                image_id=record.get("image_id"),
-                path=record.get("path"),
-                sha256=record.get("sha256"),
+        record = _json(path, "images")
+        if record is None:
+            continue
+        with _reading(path, "images"):
+            images.append(
+                Image(
+                    target=path.stem,
+                    arch=record.get("arch", ""),
+                    inputs=record["inputs"],
+                    parts={k: str(v) for k, v in record.get("parts", {}).items()},
+                    built_at=record.get("built_at"),
+                    image=record.get("image"),
+                    image_id=record.get("image_id"),
+                    path=record.get("path"),
+                    sha256=record.get("sha256"),
+                )
             )
-        )
     return images
 
 

@@ -224,3 +224,15 @@ def test_the_sbom_shows_a_mirror_url_without_its_credentials(server, project):
         == f"http://***@{host}/flannel-io/flannel/releases/download/v0.27.4/flanneld-amd64"
     )
     assert not list((project.build / "provenance").iterdir())  # no RPM or image yet
+
+
+@pytest.mark.parametrize(
+    ("record", "body"),
+    [("rpm/rpm.json", '{"amd64": {"sha256": "x"}}'), ("images/docker.json", "{not json")],
+)
+def test_a_malformed_record_stops_the_manifest_without_a_traceback(made, project, record, body):
+    (made / record).write_text(body)
+    res = project.run("manifest")
+    assert res.rc == 1, res.err
+    assert str(made / record) in res.err and "Traceback" not in res.err
+    assert "`build.py manifest`" in res.err
