@@ -275,3 +275,31 @@ def test_an_unsigned_repository_is_incremental_too(project, built, tool_calls):
     assert "createrepo_c" not in tool_calls
     assert snapshot(project.build / "repo") == before
     assert not again.changed
+
+
+def test_the_same_key_named_another_way_signs_nothing(project, built, signing_key, signed):
+    _publish(project, signing_key)
+    before = snapshot(project.build / "repo/Packages")
+    signed.clear()
+    again = _publish(project, signing_key, gpg_key="test@flannelnode.invalid")  # its user id
+    assert signed == [] and not again.changed
+    assert snapshot(project.build / "repo/Packages") == before
+    record = json.loads((project.build / "repo/repo.json").read_text())
+    assert record["key_request"].startswith("test@flannelnode.invalid in ")
+
+
+def test_a_repository_without_its_record_is_published_anew(project, built, signing_key, signed):
+    _publish(project, signing_key)
+    (project.build / "repo/repo.json").unlink()  # as an older flannelnode left it
+    signed.clear()
+    again = _publish(project, signing_key)
+    assert again.changed and len(signed) == 2 and again.releases == ("0.27.4-1",)
+
+
+def test_a_malformed_record_is_an_alarm(project, built, signing_key, signed):
+    assert _repo_cli(project, signing_key).rc == 0
+    (project.build / "repo/repo.json").write_text('{"format": 1}\n')
+    signed.clear()
+    res = _repo_cli(project, signing_key)
+    assert res.rc == 4 and "repo.json" in res.err and "Traceback" not in res.err
+    assert signed == []
