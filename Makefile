@@ -117,7 +117,7 @@ test-quick: deps docker-up ## the suite without the slow qcow2 build-and-boot te
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not slow"
 
-BENCHES ?= fetch payload rpm seed images vm
+BENCHES ?= fetch payload rpm repo seed images vm
 
 bench: deps ## print performance figures (medians over several runs); BENCHES=fetch to pick
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done

@@ -350,6 +350,7 @@ def test_repo_is_signed_end_to_end(project, built, signing_key, tmp_path):
         "Packages",
         "RPM-GPG-KEY-flannelnode",
         "flannelnode.repo",
+        "repo.json",
         "repodata",
     ]
     # a fresh keyring holding only the exported key verifies the metadata signature
@@ -626,14 +627,18 @@ class Node:
     def use(self, repo_file: Path) -> None:
         shutil.copy(repo_file, self.reposd / "flannelnode.repo")
 
-    def dnf(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def dnf(
+        self, *args: str, check: bool = True, refresh: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """refresh=False: metadata dnf cached before is used while it is fresh (metadata_expire),
+        as on a node between two `dnf makecache` runs."""
         return _run(
             "dnf",
             "-y",
             f"--installroot={self.root}",
             f"--setopt=reposdir={self.reposd}",
             "--releasever=1",
-            "--refresh",
+            *(["--refresh"] if refresh else []),
             "--setopt=install_weak_deps=False",
             "--setopt=clean_requirements_on_remove=False",
             *args,
