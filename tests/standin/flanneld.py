@@ -1520,7 +1520,10 @@ class IPTables:
 
     def random_fully(self):
         """HasRandomFully: iptables >= 1.6.2."""
-        out = command("iptables", "--version", check=False).stdout
+        try:
+            out = command("iptables", "--version", check=False).stdout
+        except DatapathError:
+            return False
         return version_tuple(out) >= (1, 6, 2) if out else False
 
     def restore(self, lines):
@@ -1570,29 +1573,33 @@ class Datapath:
     def masquerade(self, network, sn, prev_network, prev, random_fully_disable):
         """SetupAndEnsureMasqRules: the previous lease's rules go when network or lease moved."""
         random_fully = self.iptables.random_fully() and not random_fully_disable
-        try:
-            if not (network == prev_network and prev == sn) and prev_network and prev:
-                log(
-                    "I",
-                    f"Current network or subnet ({network}, {sn}) is not equal to previous one "
-                    f"({prev_network}, {prev}), trying to recycle old iptables rules",
-                    "iptables.go",
-                )
+        if not (network == prev_network and prev == sn) and prev_network and prev:
+            log(
+                "I",
+                f"Current network or subnet ({network}, {sn}) is not equal to previous one "
+                f"({prev_network}, {prev}), trying to recycle old iptables rules",
+                "iptables.go",
+            )
+            try:
                 self.iptables.teardown(masq_rules(prev_network, prev, random_fully))
-            log("I", "Setting up masking rules", "iptables.go")
-            self.iptables.clear_chain("nat", "FLANNEL-POSTRTG")
-            self.ensure_rules(masq_rules(network, sn, random_fully))
+            except DatapathError as exc:
+                log("E", f"Failed to setup masq rules, {exc}")
+                raise Exit(1) from None
+        log("I", "Setting up masking rules", "iptables.go")
+        self.chain("nat", "FLANNEL-POSTRTG")
+        self.ensure_rules(masq_rules(network, sn, random_fully))
+
+    def chain(self, table, chain):
+        """CreateIP4Chain: a failure is logged, the rules are tried anyway."""
+        try:
+            self.iptables.clear_chain(table, chain)
         except DatapathError as exc:
-            log("E", f"Failed to setup masq rules, {exc}")
-            raise Exit(1) from None
+            log("E", f"Failed to setup IPTables. Error on creating the chain: {exc}", "iptables.go")
 
     def forward(self, network):
         log("I", "Changing default FORWARD chain policy to ACCEPT", "iptables.go")
-        try:
-            self.iptables.clear_chain("filter", "FLANNEL-FWD")
-            self.ensure_rules(forward_rules(network))
-        except DatapathError as exc:
-            log("E", f"Failed to setup IPTables. {exc}", "iptables.go")
+        self.chain("filter", "FLANNEL-FWD")
+        self.ensure_rules(forward_rules(network))
 
     def ensure_rules(self, rules):
         self.rules += rules
@@ -1927,7 +1934,9 @@ def run(argv0, argv):
             return 1
     datapath = None
     if DATAPATH:
-        datapath = Datapath(network, etcd, sn)
+        # the watch has a client of its own: renewals go on meanwhile, from this thread
+        watcher = Etcd(flags["etcd-endpoints"], context, flags["etcd-prefix"])
+        datapath = Datapath(network, watcher, sn)
         if flags["ip-masq"] and config.enable_ipv4:
             prev_network = read_subnet_file(subnet_file, "FLANNEL_NETWORK", ipaddress.IPv4Network)
             datapath.masquerade(
