@@ -20,7 +20,7 @@ APT_PACKAGES := ca-certificates git openssl gcc dash shellcheck systemd \
 	etcd-server etcd-client cloud-init cloud-image-utils \
 	rpm createrepo-c dnf gnupg rpmlint busybox-static cpio \
 	docker.io packer debootstrap qemu-system-x86 qemu-utils genisoimage e2fsprogs fdisk \
-	openssh-client socat
+	openssh-client socat iproute2 iptables
 
 # Common knobs, passed to build.py through the environment (see node.toml for all settings).
 export FLANNEL_VERSION FLANNEL_ASSET FLANNEL_ARCHES ARCH FLANNEL_MIRROR FLANNEL_TARBALL \
@@ -122,7 +122,7 @@ MODULES ?=
 mutate: deps docker-up ## mutation score (cosmic-ray) of the fast modules; MODULES=flannelnode/lock.py
 	nice -n 19 $(PY) -m mutation.run $(MODULES)
 
-BENCHES ?= fetch payload rpm seed images vm
+BENCHES ?= fetch payload rpm repo seed images vm
 
 bench: deps ## print performance figures (medians over several runs); BENCHES=fetch to pick
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done

@@ -166,7 +166,12 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_images)
 
     p = steps.add_parser(
-        "manifest", parents=[common], help="write build/manifest.json from every step's records"
+        "manifest",
+        parents=[common],
+        help="write build/manifest.json, the CycloneDX SBOM and the SLSA provenance statements",
+        description="Gather every step's records into build/manifest.json, build/sbom.cdx.json "
+        "(CycloneDX 1.6) and build/provenance/<artifact>.intoto.json (in-toto Statement v1, "
+        "SLSA provenance v1) for each RPM, qcow2 and node image.",
     )
     p.set_defaults(run=_manifest)
 

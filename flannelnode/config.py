@@ -226,6 +226,7 @@ class Repo:
     gpg_key: str | None = None  # key id, fingerprint, user id, or a secret key file
     gpg_home: Path | None = None
     passphrase_file: Path | None = None
+    keep: int = _checked(3, _between(1, 100))  # releases kept beside each other (dnf downgrade)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""build/manifest.json: what `make images` made, from what, with which tools.
+"""build/manifest.json: what `make images` made, from what, with which tools; beside it the
+same in the formats scanners and admission tools read: build/sbom.cdx.json (CycloneDX, sbom.py)
+and build/provenance/*.intoto.json (in-toto / SLSA provenance, provenance.py).
 
 Every step records its own inputs and outputs beside its artifacts (fetch's release.json, the
-payload's manifest.json, rpm.json, the images' <target>.json, the base's record); this module only
-gathers them, so it can run after any subset of steps.
+payload's manifest.json, rpm.json, repo.json, the images' <target>.json, the base's record); this
+module only gathers them, so it can run after any subset of steps.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def gather(config: Config, build_dir: Path) -> dict[str, Any]:
     rpm_dir = build_dir / "rpm"
     rpms = {p.name: sha256_file(p) for p in sorted(rpm_dir.glob("*.rpm"))}
     repo = build_dir / "repo" / "repodata" / "repomd.xml"
+    repo_record = _json(build_dir / "repo" / "repo.json") or {}
     images = {
         p.stem: _json(p)
         for p in sorted((build_dir / "images").glob("*.json"))
@@ -80,6 +83,7 @@ def gather(config: Config, build_dir: Path) -> dict[str, Any]:
         "repo": {
             "repomd_sha256": sha256_file(repo) if repo.exists() else None,
             "signed": (repo.parent / "repomd.xml.asc").exists(),
+            "releases": [r.get("nvr") for r in repo_record.get("releases", [])],
         },
         "base": {p.stem: _json(p) for p in sorted((build_dir / "base").glob("*.json"))},
         "images": images,
@@ -92,5 +96,21 @@ def gather(config: Config, build_dir: Path) -> dict[str, Any]:
 
 
 def write(config: Config, build_dir: Path) -> Path:
-    text = json.dumps(gather(config, build_dir), indent=2) + "\n"
+    from . import inventory, provenance, sbom  # cyclonedx-python-lib: ~0.2 s to import
+
+    manifest = gather(config, build_dir)
+    found = inventory.gather(config, build_dir, manifest["tools"])
+    text = sbom.render(found)
+    atomic.write_text(build_dir / sbom.FILE, text)
+    statements = provenance.write(found, build_dir / provenance.DIR)
+    manifest["sbom"] = {
+        "file": sbom.FILE,
+        "format": f"CycloneDX {sbom.SCHEMA.to_version()}",
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }
+    manifest["provenance"] = {
+        f"{provenance.DIR}/{name}": hashlib.sha256(body.encode()).hexdigest()
+        for name, body in sorted(statements.items())
+    }
+    text = json.dumps(manifest, indent=2) + "\n"
     return atomic.write_text(build_dir / "manifest.json", text)

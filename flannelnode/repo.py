@@ -1,22 +1,34 @@
-"""repo: sign the RPMs and publish them as a signed yum repository.
+"""repo: sign the RPMs and publish them as a signed yum repository, incrementally.
 
 build/repo/
-  Packages/*.rpm               signed copies of build/rpm/*.rpm (those stay unsigned, reproducible)
+  Packages/*.rpm               signed copies of build/rpm/*.rpm (those stay unsigned, reproducible),
+                               of the last `repo.keep` releases (version-releases), so that
+                               `dnf downgrade` works
   repodata/                    createrepo_c metadata; repomd.xml.asc is its detached signature
   RPM-GPG-KEY-flannelnode      the public key, for gpgkey= and `rpm --import`
   flannelnode.repo             drop into /etc/yum.repos.d/: gpgcheck=1, repo_gpgcheck=1
+  repo.json                    what each package was signed from, the key, repomd's digest
 
-Every signature is checked with `rpm -K` against a throwaway rpmdb that holds only this public key:
-Debian's rpmsign exits 0 without signing when its gpg is misconfigured, and an unsigned RPM passes
-a plain `rpm -K` ("digests OK"). The whole tree is assembled in a temp dir and moved into place.
+A published package is never signed again: its bytes stay what nodes' cached metadata says. A run
+that finds nothing to add or drop runs no rpmsign, createrepo_c or gpg and leaves the tree as it is
+(repostate.py decides). A run that changes it assembles the whole tree in a temp dir (kept packages
+hard-linked after re-hashing them against repo.json) and moves it into place. Package mtimes and
+repomd's revision and timestamps come from SOURCE_DATE_EPOCH: the same packages give the same
+repomd.xml.
+
+Every new signature is checked with `rpm -K` against a throwaway rpmdb that holds only this public
+key: Debian's rpmsign exits 0 without signing when its gpg is misconfigured, and an unsigned RPM
+passes a plain `rpm -K` ("digests OK").
 
 What is signed is re-verified first (integrity.py): the stage each RPM was built from, against its
-manifest, the fetch record and release.lock; and each copy about to be signed, against the sha256
-rpm.json recorded and, through its header's file list, against the payload manifest.
+manifest, the fetch record and release.lock (on every run); and each copy about to be signed,
+against the sha256 rpm.json recorded and, through its header's file list, against the payload
+manifest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -24,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +44,10 @@ from typing import Any
 
 import jinja2
 
-from . import integrity, payload
+from . import atomic, integrity, payload, repostate
+from .cache import sha256_file
 from .config import Config
-from .errors import ConfigError, FlannelnodeError
+from .errors import ConfigError, FlannelnodeError, IntegrityError
 from .payload import MANIFEST, payload_dir
 from .progress import Reporter
 from .rpm import RECORD, RPM_DIR, RpmError, rpm_dir, run
@@ -62,6 +76,8 @@ class Repo:
     key_file: Path | None
     fingerprint: str | None
     signed: bool
+    changed: bool = True  # False: nothing was signed, indexed or dropped
+    releases: tuple[str, ...] = ()  # the version-releases it holds, oldest first
 
 
 @dataclass(frozen=True)
@@ -219,6 +235,7 @@ class _Package:
     path: Path
     sha256: str  # as `rpm` recorded it
     manifest: dict[str, Any]
+    candidate: repostate.Candidate
 
 
 def _packages(config: Config, build_dir: Path) -> list[_Package]:
@@ -246,7 +263,17 @@ def _packages(config: Config, build_dir: Path) -> list[_Package]:
                 f"{path.name} was built from another payload than build/payload/{arch}: "
                 "run `build.py rpm` (or `make rpm`) again"
             )
-        packages.append(_Package(arch, path, entry["sha256"], manifest))
+        key = entry["key"]
+        candidate = repostate.Candidate(
+            arch=arch,
+            path=path,
+            sha256=entry["sha256"],
+            nvr=entry["nvr"],
+            input_digest=key["input_digest"],
+            spec_sha256=key["spec_sha256"],
+            source_date_epoch=key.get("source_date_epoch"),
+        )
+        packages.append(_Package(arch, path, entry["sha256"], manifest, candidate))
     payload.verify_all(config, build_dir, {p.arch: p.manifest for p in packages})
     return packages
 
@@ -262,7 +289,6 @@ def _copy_checked(package: _Package, dst: Path, build_dir: Path) -> None:
         fix="the package changed after `rpm` made it; nothing was signed. Find out what changed "
         f"it, then remove {package.path} and run `build.py rpm` again.",
     )
-    shutil.copystat(package.path, dst)
     integrity.check_rpm_files(
         dst,
         package.manifest,
@@ -306,6 +332,211 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _revision() -> str:
+    """repomd's revision and timestamps: SOURCE_DATE_EPOCH, so the same packages give the same
+    repomd.xml; the time of the run without it."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return str(int(time.time()))
+    if not epoch.isdigit():
+        raise ConfigError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds")
+    return epoch
+
+
+def _key_request(gpg_key: str, gpg_home: Path | None) -> str:
+    """The key as configured; a key file by its contents, so moving it changes nothing."""
+    path = Path(gpg_key)
+    if path.is_file():
+        return f"file sha256:{sha256_file(path)}"
+    return f"{gpg_key} in {gpg_home or 'the default GnuPG home'}"
+
+
+def _check_published(out: Path, state: repostate.State) -> None:
+    """Cheap, for a run that changes nothing: every published package is there with the size
+    (and mtime) it was published with. A run that changes the repository re-hashes them all."""
+    for p in state.published():
+        path = out / "Packages" / p.file
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            st = None
+        if st is None or st.st_size != p.size:
+            raise IntegrityError(
+                f"{path}: {'missing' if st is None else f'size {st.st_size}'} since "
+                f"`build.py repo` published it with size {p.size} ({out / repostate.RECORD}); "
+                f"nothing was signed. {_published_fix(out)}"
+            )
+        if int(st.st_mtime) != p.mtime:
+            _restore_mtime(path, p, out)
+
+
+def _restore_mtime(path: Path, published: repostate.Published, out: Path) -> None:
+    """Only the mtime changed (a copy without -t): the recorded one goes back, as createrepo_c
+    records it; other bytes are an alarm."""
+    digest = sha256_file(path)
+    if digest != published.sha256:
+        raise IntegrityError(
+            f"{path}: sha256 {digest}, but `build.py repo` published it as sha256 "
+            f"{published.sha256} ({out / repostate.RECORD}); nothing was signed. "
+            + _published_fix(out)
+        )
+    os.utime(path, (published.mtime, published.mtime))
+
+
+def _published_fix(out: Path) -> str:
+    return (
+        f"Find out what changed it; then restore it, or move {out} away and run `build.py repo` "
+        "again (the repository then starts over from the current build: older releases are no "
+        "longer served)."
+    )
+
+
+def _metadata_intact(out: Path, state: repostate.State, signed: bool) -> bool:
+    repomd = out / "repodata" / "repomd.xml"
+    if not repomd.is_file() or sha256_file(repomd) != state.repomd_sha256:
+        return False
+    return not signed or (
+        (out / "repodata" / "repomd.xml.asc").is_file() and (out / KEY_FILE).is_file()
+    )
+
+
+def _link_verified(src: Path, dst: Path, published: repostate.Published, out: Path) -> None:
+    """A package kept from the published repository, re-hashed against the record first."""
+    if not src.is_file():
+        raise IntegrityError(
+            f"{src}: missing since `build.py repo` published it ({out / repostate.RECORD}); "
+            f"nothing was signed. {_published_fix(out)}"
+        )
+    _restore_mtime(src, published, out)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _mtime(candidate: repostate.Candidate) -> int:
+    """A published package's mtime, which createrepo_c records: its build time when
+    SOURCE_DATE_EPOCH fixed that, so a repository made again from the same packages is the same."""
+    if candidate.source_date_epoch:
+        return int(candidate.source_date_epoch)
+    return int(candidate.path.stat().st_mtime)
+
+
+def _resolve_key(
+    gpg_key: str, gpg_home: Path | None, passphrase_file: Path | None, scratch: Path
+) -> _Gpg:
+    home = gpg_home
+    if Path(gpg_key).is_file():
+        home = scratch / "gnupg"
+        home.mkdir(mode=0o700)
+        gpg_key = _import_key_file(Path(gpg_key), home)
+    return _find_key(gpg_key, home, passphrase_file)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One `repo` run that changes the repository: where, with what key, which packages."""
+
+    out: Path
+    tmp: Path
+    scratch: Path
+    gpg: _Gpg | None
+    build_dir: Path
+    built: dict[str, _Package]  # by arch
+    old: repostate.State | None
+    reporter: Reporter
+
+
+def _assemble(run_: _Run, plan: repostate.Plan, key_request: str | None) -> repostate.State:
+    """The whole new tree in run_.tmp: kept packages linked (re-hashed), new ones signed."""
+    packages = run_.tmp / "Packages"
+    packages.mkdir()
+    old = run_.old.published() if run_.old else []
+    for pub in (p for _, pkgs in plan.releases for p in pkgs if isinstance(p, repostate.Published)):
+        src = run_.out / "Packages" / pub.file
+        _link_verified(src, packages / pub.file, pub, run_.out)
+    new = plan.to_sign
+    copies = [packages / c.path.name for c in new]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for job in [
+            pool.submit(_copy_checked, run_.built[c.arch], copy, run_.build_dir)
+            for c, copy in zip(new, copies, strict=True)
+        ]:
+            job.result()
+    gpg = run_.gpg
+    if gpg is not None:
+        _gpg(
+            gpg,
+            "--armor",
+            "--output",
+            str(run_.tmp / KEY_FILE),
+            "--export",
+            gpg.fingerprint,
+            what="gpg --export",
+        )
+        if copies:
+            try:
+                _sign_rpms(gpg, copies)
+            except RpmError as exc:
+                raise SigningError(_explain(str(exc))) from None
+            check_signatures(copies, run_.tmp / KEY_FILE, run_.scratch)
+            run_.reporter.log(f"repo: signed {len(copies)} RPMs with key {gpg.fingerprint}")
+    signed: dict[repostate.Candidate, repostate.Published] = {}
+    for cand, copy in zip(new, copies, strict=True):
+        mtime = _mtime(cand)
+        os.utime(copy, (mtime, mtime))  # after rpmsign, which rewrites the file
+        signed[cand] = repostate.published_from(
+            cand, copy.name, sha256_file(copy), copy.stat().st_size, mtime
+        )
+    revision = _revision()
+    previous = run_.out / "repodata"
+    reuse = (
+        ["--update", "--update-md-path", str(previous)]
+        if run_.old and old and _metadata_intact(run_.out, run_.old, signed=False)
+        else []
+    )
+    run(
+        [
+            "createrepo_c",
+            "--quiet",
+            "--general-compress-type",
+            "gz",
+            "--revision",
+            revision,
+            "--set-timestamp-to-revision",
+            *reuse,
+            str(run_.tmp),
+        ],
+        "createrepo_c",
+    )
+    repomd = run_.tmp / "repodata" / "repomd.xml"
+    if gpg is not None:
+        _gpg(
+            gpg,
+            "--local-user",
+            gpg.fingerprint,
+            "--armor",
+            "--detach-sign",
+            "--output",
+            f"{repomd}.asc",
+            str(repomd),
+            what="gpg --detach-sign repomd.xml",
+        )
+    releases = [
+        repostate.Release(
+            nvr, tuple(signed[p] if isinstance(p, repostate.Candidate) else p for p in pkgs)
+        )
+        for nvr, pkgs in plan.releases
+    ]
+    return repostate.State(
+        signer=gpg.fingerprint if gpg else None,
+        key_request=key_request,
+        releases=tuple(releases),
+        revision=revision,
+        repomd_sha256=sha256_file(repomd),
+    )
+
+
 def publish(
     config: Config,
     build_dir: Path,
@@ -332,74 +563,40 @@ def publish(
         if passphrase_file is not None and not passphrase_file.is_file():
             raise ConfigError(f"{passphrase_file}: no such passphrase file")
     built = _packages(config, build_dir)
+    current = [p.candidate for p in built]
     baseurl = (baseurl or PLACEHOLDER_BASEURL).rstrip("/")
+    repo_text = _repo_file(baseurl, signed=not unsigned)
     out = build_dir / "repo"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".repo.", dir=build_dir)).resolve()
-    scratch = Path(tempfile.mkdtemp(prefix="flannelnode-sign-"))
-    gpg: _Gpg | None = None
-    try:
-        packages = tmp / "Packages"
-        packages.mkdir()
-        copies = [packages / package.path.name for package in built]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for job in [
-                pool.submit(_copy_checked, package, copy, build_dir)
-                for package, copy in zip(built, copies, strict=True)
-            ]:
-                job.result()
-        if not unsigned:
-            assert gpg_key is not None
-            home = gpg_home
-            if Path(gpg_key).is_file():
-                home = scratch / "gnupg"
-                home.mkdir(mode=0o700)
-                gpg_key = _import_key_file(Path(gpg_key), home)
-            gpg = _find_key(gpg_key, home, passphrase_file)
-            _gpg(
-                gpg,
-                "--armor",
-                "--output",
-                str(tmp / KEY_FILE),
-                "--export",
-                gpg.fingerprint,
-                what="gpg --export",
-            )
-            try:
-                _sign_rpms(gpg, copies)
-            except RpmError as exc:
-                raise SigningError(_explain(str(exc))) from None
-            check_signatures(copies, tmp / KEY_FILE, scratch)
-            reporter.log(f"repo: signed {len(copies)} RPMs with key {gpg.fingerprint}")
-        run(
-            ["createrepo_c", "--quiet", "--general-compress-type", "gz", str(tmp)],
-            "createrepo_c",
+    key_request = None if unsigned else _key_request(gpg_key or "", gpg_home)
+    keep = config.repo.keep
+
+    old = repostate.load(out)
+    if old is None and out.exists():
+        reporter.log(
+            f"repo: {out} has no {repostate.RECORD} (an older flannelnode published it): "
+            "publishing it anew from the current build"
         )
-        if gpg is not None:
-            repomd = tmp / "repodata" / "repomd.xml"
-            _gpg(
-                gpg,
-                "--local-user",
-                gpg.fingerprint,
-                "--armor",
-                "--detach-sign",
-                "--output",
-                f"{repomd}.asc",
-                str(repomd),
-                what="gpg --detach-sign repomd.xml",
-            )
-        (tmp / REPO_FILE).write_text(_repo_file(baseurl, signed=gpg is not None))
-        os.chmod(tmp, 0o755)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if gpg is not None and gpg.home is not None and gpg.home.is_relative_to(scratch):
-            subprocess.run(
-                ["gpgconf", "--homedir", str(gpg.home), "--kill", "all"], capture_output=True
-            )
-        shutil.rmtree(scratch, ignore_errors=True)
+    if old is not None and (old.signer is None) != unsigned:
+        was = "unsigned" if old.signer is None else f"signed with key {old.signer}"
+        reporter.log(f"repo: the repository was {was}: starting it over from the current build")
+        old = None
+    plan = repostate.plan(current, old, keep)
+    for cand in plan.rebuilt_kept:
+        reporter.log(
+            f"repo: {cand.path.name} was rebuilt at another SOURCE_DATE_EPOCH from the same "
+            "payload and spec: the published one is kept (same files, nothing signed)"
+        )
+
+    result: Repo | None = None
+    if old is not None and plan.unchanged(old):
+        _check_published(out, old)
+        if old.key_request == key_request and _metadata_intact(out, old, signed=not unsigned):
+            result = _unchanged(out, old, repo_text, current, reporter)
+    if result is None:
+        result = _change(
+            out, old, plan, current, built, build_dir, reporter, key_request, repo_text,
+            gpg_key=gpg_key, gpg_home=gpg_home, passphrase_file=passphrase_file, keep=keep,
+        )  # fmt: skip
 
     if unsigned:
         _loud(
@@ -414,12 +611,99 @@ def publish(
             f"repo: WARNING: {out / REPO_FILE} has the placeholder baseurl {baseurl}; set the URL "
             "where build/repo/ will be served"
         )
-    reporter.log(f"repo: {len(built)} packages in {out}")
+    return result
+
+
+def _result(
+    out: Path, state: repostate.State, current: list[repostate.Candidate], changed: bool
+) -> Repo:
     return Repo(
         path=out,
-        rpms=[out / "Packages" / package.path.name for package in built],
+        rpms=[out / "Packages" / c.path.name for c in current],
         repo_file=out / REPO_FILE,
-        key_file=out / KEY_FILE if gpg else None,
-        fingerprint=gpg.fingerprint if gpg else None,
-        signed=gpg is not None,
+        key_file=out / KEY_FILE if state.signer else None,
+        fingerprint=state.signer,
+        signed=state.signer is not None,
+        changed=changed,
+        releases=tuple(r.nvr for r in state.releases),
     )
+
+
+def _unchanged(
+    out: Path,
+    state: repostate.State,
+    repo_text: str,
+    current: list[repostate.Candidate],
+    reporter: Reporter,
+) -> Repo:
+    """Nothing to sign, drop or index: no rpmsign, createrepo_c or gpg; at most the .repo file
+    changes (another baseurl)."""
+    repo_file = out / REPO_FILE
+    changed = not repo_file.is_file() or repo_file.read_text() != repo_text
+    if changed:
+        atomic.write_text(repo_file, repo_text)
+        reporter.log(f"repo: rewrote {repo_file} (another baseurl); nothing signed")
+    releases = ", ".join(r.nvr for r in state.releases)
+    reporter.log(f"repo: up to date ({len(state.published())} packages of {releases} in {out})")
+    return _result(out, state, current, changed)
+
+
+def _change(
+    out: Path,
+    old: repostate.State | None,
+    plan: repostate.Plan,
+    current: list[repostate.Candidate],
+    built: list[_Package],
+    build_dir: Path,
+    reporter: Reporter,
+    key_request: str | None,
+    repo_text: str,
+    *,
+    gpg_key: str | None,
+    gpg_home: Path | None,
+    passphrase_file: Path | None,
+    keep: int,
+) -> Repo:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="flannelnode-sign-"))
+    tmp: Path | None = None
+    gpg: _Gpg | None = None
+    try:
+        if gpg_key is not None and key_request is not None:
+            gpg = _resolve_key(gpg_key, gpg_home, passphrase_file, scratch)
+            if old is not None and old.signer != gpg.fingerprint:
+                reporter.log(
+                    f"repo: the repository was signed with key {old.signer}, this run signs with "
+                    f"{gpg.fingerprint}: starting it over from the current build (packages are "
+                    "signed by one key)"
+                )
+                old = None
+                plan = repostate.plan(current, None, keep)
+            elif old is not None and plan.unchanged(old) and _metadata_intact(out, old, True):
+                # the same key, configured another way: only the record changes
+                state = dataclasses.replace(old, key_request=key_request)
+                atomic.write_text(out / repostate.RECORD, repostate.dump(state))
+                return _unchanged(out, state, repo_text, current, reporter)
+        tmp = Path(tempfile.mkdtemp(prefix=".repo.", dir=build_dir)).resolve()
+        by_arch = {p.arch: p for p in built}
+        state = _assemble(
+            _Run(out, tmp, scratch, gpg, build_dir, by_arch, old, reporter), plan, key_request
+        )
+        (tmp / REPO_FILE).write_text(repo_text)
+        (tmp / repostate.RECORD).write_text(repostate.dump(state))
+        os.chmod(tmp, 0o755)
+        _replace_dir(tmp, out)
+        tmp = None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if gpg is not None and gpg.home is not None and gpg.home.is_relative_to(scratch):
+            subprocess.run(
+                ["gpgconf", "--homedir", str(gpg.home), "--kill", "all"], capture_output=True
+            )
+        shutil.rmtree(scratch, ignore_errors=True)
+    if plan.dropped:
+        reporter.log(f"repo: dropped {', '.join(plan.dropped)} (keeps the last {keep} releases)")
+    releases = ", ".join(r.nvr for r in state.releases)
+    reporter.log(f"repo: {len(state.published())} packages of {releases} in {out}")
+    return _result(out, state, current, True)

@@ -49,6 +49,14 @@ Network = "172.30.0.0/16"
 Type = "wireguard"
 PSK = "{SECRET_PSK}"
 """
+# the datapath checks run for both backends the stand-in builds a datapath for
+VXLAN_NETWORK = """
+[network]
+Network = "172.30.0.0/16"
+[network.Backend]
+Type = "vxlan"
+"""
+HOST_GW = {"Network": "172.30.0.0/16", "Backend": {"Type": "host-gw"}}
 VM_TIMEOUT = 300  # VM start -> docker active; about a minute under TCG
 VALIDATE_VARS = {
     "docker": {},
@@ -219,10 +227,8 @@ def _offline(image: str, *cmd: str) -> str:
 
 
 def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, test_images) -> None:
-    # a backend secret in the config: it must reach the nodes (verify seeds it from their
-    # user-data) and never the image
     mirror = standin_release.mirror
-    project.config(config_text(mirror, SECRET_NETWORK), mirror=mirror)
+    project.config(config_text(mirror, VXLAN_NETWORK), mirror=mirror)
     cfg = _config(project)
     started = time.monotonic()
     built = images.build(
@@ -255,12 +261,9 @@ def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, tes
                 and isinstance(files[n], tarfile.TarInfo) and files[n].isfile()]  # fmt: skip
     assert not [n for n in files if n.startswith("var/lib/cloud/instances/")]
     assert "usr/bin/cloud-init" in files and "usr/sbin/dockerd" in files
-    # no secret in the image: not the PSK, and no private key the base did not already hold
-    leaks = _files_holding(docker.image, (SECRET_PSK.encode(), PEM_PRIVATE_KEY))
-    from_base = _files_holding(base.IMAGE, (PEM_PRIVATE_KEY,))  # libgnutls embeds a test key
-    assert {p: h for p, h in leaks.items() if from_base.get(p) != h} == {}
-    net_conf = json.loads(files["opt/kubernetes/cfg/net-conf.json#data"])
-    assert net_conf["Backend"]["PSK"] == netconf.SECRET_PLACEHOLDER
+    # what flanneld's datapath runs on a node: iproute2, iptables (flannel's rules)
+    assert "usr/sbin/iptables" in files and "usr/sbin/iptables-restore" in files
+    assert "usr/bin/ip" in files or "bin/ip" in files
 
     enabled = _offline(docker.image, "systemctl", "is-enabled", "flanneld", "docker")
     assert enabled.split() == ["enabled", "enabled"]
@@ -297,10 +300,22 @@ def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, tes
     assert not calls.exists(), calls.read_text()
     assert [b.rebuilt for b in again] == [False] and again[0].image_id == docker.image_id
 
-    # -- the image works: two nodes boot against a real etcd, seed once, lease, docker on flannel
+    # -- the image works: two nodes boot against a real etcd, seed once, lease, docker on
+    # flannel, pods on them reach each other through vxlan; and through host-gw
     reports = project.root / "verify"
     rc = verify.run(docker.image, cfg, project.build, out_dir=reports, log=lambda *a: None)
     assert rc == 0, (reports / "summary.txt").read_text()
+    assert (
+        "PASS  test_forward_policy_drop_needs_flannels_forward_rules"
+        in (reports / "summary.txt").read_text()
+    )
+    host_gw = dataclasses.replace(cfg, network=HOST_GW)
+    reports = project.root / "verify-host-gw"
+    rc = verify.run(docker.image, host_gw, project.build, out_dir=reports,
+                    checks=("test_datapath.py",), log=lambda *a: None)  # fmt: skip
+    summary = (reports / "summary.txt").read_text()
+    assert rc == 0, summary
+    assert summary.count("PASS  ") == summary.count("  test_") >= 9, summary
 
     # -- and verify is no rubber stamp: without the docker drop-in generator it fails, by name
     broken = f"{test_images}:broken-dropin"
@@ -320,12 +335,47 @@ def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, tes
         project.build,
         out_dir=reports,
         log=lambda *a: None,
+        checks=("test_node.py",),
         pytest_args=("-k", "dockerd_runs_with_the_lease or payload_files"),
     )
     summary = (reports / "summary.txt").read_text()
     assert rc != 0, summary
     assert "FAIL  test_dockerd_runs_with_the_lease_and_mtu" in summary
     assert "FAIL  test_payload_files_modes_owners" in summary
+
+
+def test_docker_image_keeps_a_backend_secret_out(
+    project, standin_release, base_dir, quiet, test_images
+) -> None:
+    """A backend secret in the config reaches the nodes (verify seeds it from their user-data)
+    and never the image: neither the PSK nor a private key the base did not already hold."""
+    mirror = standin_release.mirror
+    project.config(config_text(mirror, SECRET_NETWORK), mirror=mirror)
+    cfg = _config(project)
+    [docker] = images.build(
+        cfg, project.build, quiet, ("docker",), base_dir=base_dir, repository=test_images
+    )
+    leaks = _files_holding(docker.image, (SECRET_PSK.encode(), PEM_PRIVATE_KEY))
+    from_base = _files_holding(base.IMAGE, (PEM_PRIVATE_KEY,))  # libgnutls embeds a test key
+    assert {p: h for p, h in leaks.items() if from_base.get(p) != h} == {}
+    files = _exported_files(docker.image)
+    net_conf = json.loads(files["opt/kubernetes/cfg/net-conf.json#data"])
+    assert net_conf["Backend"]["PSK"] == netconf.SECRET_PLACEHOLDER
+
+    # the nodes get the real one: net-conf.json 0600 from the user-data, and etcd's config
+    reports = project.root / "verify"
+    rc = verify.run(
+        docker.image,
+        cfg,
+        project.build,
+        out_dir=reports,
+        checks=("test_image.py", "test_node.py"),
+        pytest_args=("-k", "private_key or payload_files or etcd_holds_the_config"),
+        log=lambda *a: None,
+    )
+    summary = (reports / "summary.txt").read_text()
+    assert rc == 0, summary
+    assert summary.count("PASS  ") == 4, summary
 
 
 def test_a_broken_provisioner_fails_cleanly(

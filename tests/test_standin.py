@@ -7,11 +7,15 @@ raw HTTPS GET (v2), implementations independent of the stand-in's.
 `test_contract` is the contract table: one case per behaviour of real flanneld that node
 artifacts depend on, named after the point of flanneld's start-up order it checks (1 flags,
 2 --version, 3 environment, 4 renew margin, 5 TLS files, 6 config wait, 7 address family,
-8 br_netfilter, 9 interface, 10 lease, 11 subnet file, 12 READY/signals, api: etcd v2/v3).
+8 br_netfilter, 9 interface, 10 lease, 11 subnet file, 12 READY/signals, api: etcd v2/v3,
+dp: the datapath). The dp cases run stand-ins in two network namespaces joined by a veth pair
+(tests/netns.py), with the datapath on; every other case runs it on this host with
+FLANNEL_STANDIN_DATAPATH=off, since the host's devices and iptables are not the tests' to change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -20,6 +24,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -27,6 +32,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +40,7 @@ from flannelnode.extract import check_elf
 from flannelnode.seed import SEEDER
 
 from .etcd_cluster import EtcdCluster, free_ports
+from .netns import ADDRESSES, Namespaces
 from .standin_release import STANDIN_VERSION, StandinRelease
 
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")  # before etcd3
@@ -42,6 +49,7 @@ with warnings.catch_warnings():  # etcd3 0.12's generated protobuf code is old
     import etcd3
 
 
+PROBE = Path(__file__).resolve().parent.parent / "verify" / "probe.py"
 VXLAN_ONLY = {"Backend": {"Type": "vxlan"}}
 VXLAN = {"Network": "10.7.0.0/16", **VXLAN_ONLY}
 LO_MTU = int(Path("/sys/class/net/lo/mtu").read_text())
@@ -133,11 +141,20 @@ class Runner:
         endpoints: list[str] | None = None,
         iface: str | None = "--iface=127.0.0.1",
         flags: list[str] | None = None,
+        netns: tuple[Namespaces, int] | None = None,
     ) -> Agent:
+        """netns: (namespaces, index): run inside that namespace, datapath on, the default
+        route's interface (the veth)."""
         c = self.etcd.certs
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         address = f"flannelnode-standin-{uuid.uuid4().hex}"
-        notify.bind("\0" + address)
+        if netns is None:
+            notify.bind("\0" + address)
+            notify_socket, prefix, datapath = "@" + address, [], "off"
+        else:  # an abstract socket belongs to its network namespace: a file instead
+            notify_socket = str(netns[0].dir / f"{address[-8:]}.notify")
+            notify.bind(notify_socket)
+            prefix, datapath, iface = netns[0].prefix(netns[1]), "on", None
         if flags is None:
             flags = [
                 "--ip-masq",
@@ -150,8 +167,15 @@ class Runner:
                 *([iface] if iface else []),
             ]
         process = subprocess.Popen(
-            [str(self.build(version)), *flags, *extra],
-            env={**os.environ, "NOTIFY_SOCKET": "@" + address, **(env or {})},
+            [*prefix, str(self.build(version)), *flags, *extra],
+            # this host's own devices and iptables are no test's to change: the datapath is
+            # checked in network namespaces (the dp- cases) and node containers (verify)
+            env={
+                **os.environ,
+                "NOTIFY_SOCKET": notify_socket,
+                "FLANNEL_STANDIN_DATAPATH": datapath,
+                **(env or {}),
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -754,6 +778,174 @@ def _(t: Ctx) -> None:
     assert agent.stop() == 0
     assert "flannel config not found in etcd store" in agent.stderr()
     assert v2_get(t.etcd, f"{t.prefix}/subnets") is None
+
+
+# --- the datapath, in two network namespaces (tests/netns.py) --------------------------------
+
+
+@contextlib.contextmanager
+def namespaces(t: Ctx) -> Iterator[Namespaces]:
+    ns = Namespaces([m.client_port for m in t.etcd.members])
+    try:
+        yield ns
+    finally:
+        for agent in t.run.agents:
+            if agent.process.poll() is None:
+                agent.process.kill()
+                agent.process.wait(timeout=10)
+        ns.close()
+
+
+def ns_json(ns: Namespaces, index: int, *argv: str) -> Any:
+    return json.loads(ns.exec(index, *argv) or "[]")
+
+
+def lease_by_ip(t: Ctx, ip: str) -> tuple[ipaddress.IPv4Network, dict, str]:
+    for key, (value, _) in leases(t.kv, t.prefix).items():
+        if value["PublicIP"] == ip:
+            address, length = key.rsplit("/", 1)[1].split("-")
+            return ipaddress.ip_network(f"{address}/{length}"), value, key
+    raise AssertionError(f"no lease for {ip}: {leases(t.kv, t.prefix)}")
+
+
+def until(probe: Callable[[], Any], seconds: float = 10.0) -> Any:
+    """probe() until truthy, at most `seconds`; its last value."""
+    stop_at = time.monotonic() + seconds
+    while not (value := probe()) and time.monotonic() < stop_at:
+        time.sleep(0.1)
+    return value
+
+
+def vxlan_entries(ns: Namespaces, index: int, net: ipaddress.IPv4Network, public: str) -> dict:
+    gateway = str(net.network_address)
+    return {
+        "route": [
+            (r.get("gateway"), r.get("dev"), r.get("flags"))
+            for r in ns_json(ns, index, "ip", "-j", "route", "show", "exact", str(net))
+        ],
+        "neigh": [
+            (n.get("lladdr"), n.get("state"))
+            for n in ns_json(
+                ns, index, "ip", "-j", "neigh", "show", "dev", "flannel.1", "to", gateway
+            )
+        ],
+        "fdb": [
+            (f.get("mac"), f.get("flags"), f.get("state"))
+            for f in ns_json(ns, index, "bridge", "-j", "fdb", "show", "dev", "flannel.1")
+            if f.get("dst") == public
+        ],
+    }
+
+
+def ping(ns: Namespaces, index: int, host: str) -> bool:
+    argv = [sys.executable, str(PROBE), "ping", host, "84"]
+    return "reply from" in ns.exec(index, *argv, check=False)
+
+
+@case("dp-vxlan-device-entries-rules-and-path")
+def _(t: Ctx) -> None:
+    t.config()
+    with namespaces(t) as ns:
+        a, b = t.run(name="a", netns=(ns, 0)), t.run(name="b", netns=(ns, 1))
+        assert a.ready() == b.ready() == "READY=1"
+        net_a, lease_a, _ = lease_by_ip(t, ADDRESSES[0])
+        net_b, lease_b, _ = lease_by_ip(t, ADDRESSES[1])
+        [dev] = ns_json(ns, 0, "ip", "-d", "-j", "link", "show", "dev", "flannel.1")
+        data = dev["linkinfo"]["info_data"]
+        assert dev["address"] == lease_a["BackendData"]["VtepMAC"]
+        assert lease_a["BackendData"]["VNI"] == data["id"] == 1
+        assert (data["port"], data["learning"], data["local"], data["link"]) == (
+            8472, False, ADDRESSES[0], "eth0"
+        )  # fmt: skip
+        assert dev["mtu"] == 1500 - 50 == int(a.env()["FLANNEL_MTU"])
+        [addr] = ns_json(ns, 0, "ip", "-j", "-4", "addr", "show", "dev", "flannel.1")
+        assert [(i["local"], i["prefixlen"]) for i in addr["addr_info"]] == [
+            (str(net_a.network_address), 32)
+        ]
+        mac_b = lease_b["BackendData"]["VtepMAC"]
+        want = {
+            "route": [(str(net_b.network_address), "flannel.1", ["onlink"])],
+            "neigh": [(mac_b, ["PERMANENT"])],
+            "fdb": [(mac_b, ["self"], "permanent")],
+        }
+        got = until(lambda: (e := vxlan_entries(ns, 0, net_b, ADDRESSES[1])) == want and e)
+        assert got == want, vxlan_entries(ns, 0, net_b, ADDRESSES[1])
+        # across the overlay: a's flannel.1 to b's
+        assert until(lambda: ping(ns, 0, str(net_b.network_address)))
+        nat = ns.exec(0, "iptables", "-t", "nat", "-S")
+        assert '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG' in nat
+        assert (
+            "-A FLANNEL-POSTRTG -s 10.7.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "
+            '"flanneld masq" -j MASQUERADE --random-fully' in nat
+        ), nat
+        assert f"-A FLANNEL-POSTRTG -s {net_a} -d 10.7.0.0/16" in nat, nat
+        fwd = ns.exec(0, "iptables", "-S")
+        assert '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD' in fwd
+        accept = '-A FLANNEL-FWD -d 10.7.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT'
+        assert accept in fwd, fwd
+        assert "FLANNEL" not in sh_host("iptables", "-t", "nat", "-S") + sh_host("iptables", "-S")
+
+
+@case("dp-vxlan-restart-keeps-device-mac-lease-and-peer-entries")
+def _(t: Ctx) -> None:
+    t.config()
+    with namespaces(t) as ns:
+        a, b = t.run(name="a", netns=(ns, 0)), t.run(name="b", netns=(ns, 1))
+        a.ready(), b.ready()
+        net_a, lease_a, _ = lease_by_ip(t, ADDRESSES[0])
+        before = until(lambda: all((e := vxlan_entries(ns, 1, net_a, ADDRESSES[0])).values()) and e)
+        assert before and all(before.values()), before
+        assert a.stop() == 0
+        assert ns_json(ns, 0, "ip", "-j", "link", "show", "dev", "flannel.1"), "device gone"
+        again = t.run(name="a", netns=(ns, 0))
+        assert again.ready() == "READY=1"
+        assert lease_by_ip(t, ADDRESSES[0])[:2] == (net_a, lease_a)  # same VtepMAC
+        [dev] = ns_json(ns, 0, "ip", "-j", "link", "show", "dev", "flannel.1")
+        assert dev["address"] == lease_a["BackendData"]["VtepMAC"]
+        time.sleep(1)  # b has seen the rewritten lease by now
+        assert vxlan_entries(ns, 1, net_a, ADDRESSES[0]) == before
+        assert until(lambda: ping(ns, 1, str(net_a.network_address)))
+
+
+@case("dp-host-gw-route-via-public-ip-follows-the-lease")
+def _(t: Ctx) -> None:
+    t.config({"Network": "10.7.0.0/16", "Backend": {"Type": "host-gw"}})
+    with namespaces(t) as ns:
+        a, b = t.run(name="a", netns=(ns, 0)), t.run(name="b", netns=(ns, 1))
+        a.ready(), b.ready()
+        assert int(a.env()["FLANNEL_MTU"]) == 1500
+        net_b, _, key_b = lease_by_ip(t, ADDRESSES[1])
+
+        def routes() -> list:
+            shown = ns_json(ns, 0, "ip", "-j", "route", "show", "exact", str(net_b))
+            return [(r.get("gateway"), r.get("dev")) for r in shown]
+
+        assert until(routes) == [(ADDRESSES[1], "eth0")]
+        assert not ns_json(ns, 0, "ip", "-j", "link", "show", "type", "vxlan")
+        assert b.stop() == 0
+        t.kv.delete(key_b)  # the lease goes: its route goes
+        assert until(lambda: routes() == []), routes()
+
+
+@case("dp-host-gw-public-ip-not-the-interfaces-exit-1")
+def _(t: Ctx) -> None:
+    t.config({"Network": "10.7.0.0/16", "Backend": {"Type": "host-gw"}})
+    t.fatal(t.run("--public-ip=192.0.2.5"), "your PublicIP differs from interface IP")
+
+
+@case("dp-no-ip-masq-no-forward-rules-none-set")
+def _(t: Ctx) -> None:
+    t.config()
+    with namespaces(t) as ns:
+        agent = t.run("--ip-masq=false", "--iptables-forward-rules=false", name="a",
+                      netns=(ns, 0))  # fmt: skip
+        agent.ready()
+        assert "FLANNEL" not in ns.exec(0, "iptables", "-t", "nat", "-S")
+        assert "FLANNEL" not in ns.exec(0, "iptables", "-S")
+
+
+def sh_host(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
 
 
 @pytest.mark.parametrize("point", list(CASES))

@@ -4,8 +4,11 @@ profile, file delivery, input checks. The harness end to end runs in `make verif
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +118,54 @@ def test_late_etcd_delay_is_an_option_with_bounds() -> None:
         with pytest.raises(VerifyError, match="late etcd delay"):
             Lab("any-image", Config(), late_etcd_delay=bad)
     assert _lower_half("10.213.7.0/24") == "10.213.7.0/25"  # etcd-late's .250 is never handed out
+
+
+def test_run_refuses_unknown_checks(tmp_path: Path) -> None:
+    from flannelnode.config import Config
+
+    with pytest.raises(VerifyError, match="unknown checks"):
+        run("any-image", Config(), tmp_path / "build", checks=("test_nothing.py",))
+
+
+def test_probe_reports_the_address_it_saw_and_pings(tmp_path: Path) -> None:
+    """verify/probe.py on loopback: the TCP server names its peer, ICMP echo gets its reply."""
+    from verify import probe
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, probe.__file__, "serve", str(port), "--seconds", "20"]
+    )
+    try:
+        for _ in range(50):
+            done = subprocess.run(
+                [sys.executable, probe.__file__, "connect", "127.0.0.1", str(port)],
+                capture_output=True, text=True, timeout=30, check=False,
+            )  # fmt: skip
+            if done.returncode == 0:
+                break
+            time.sleep(0.1)
+        assert (done.returncode, done.stdout) == (0, "peer 127.0.0.1\n"), done
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    assert probe.main(["ping", "127.0.0.1", "84"]) == 0
+    assert probe.main(["connect", "127.0.0.1", str(port), "--timeout", "1"]) == 1
+
+
+def test_expected_entries_are_flannels() -> None:
+    import ipaddress
+
+    from verify.pods import expected_entries
+
+    net = ipaddress.ip_network("10.5.7.0/24")
+    value = {"PublicIP": "10.213.1.3", "BackendData": {"VNI": 1, "VtepMAC": "0e:00:00:00:00:01"}}
+    assert expected_entries("host-gw", net, value, "eth0") == {
+        "route": [{"gateway": "10.213.1.3", "dev": "eth0", "onlink": False}]
+    }
+    assert expected_entries("vxlan", net, value, "flannel.1") == {
+        "route": [{"gateway": "10.5.7.0", "dev": "flannel.1", "onlink": True}],
+        "neigh": [{"lladdr": "0e:00:00:00:00:01", "state": ["PERMANENT"]}],
+        "fdb": [("0e:00:00:00:00:01", ("self",), "permanent")],
+    }

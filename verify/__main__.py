@@ -12,7 +12,7 @@ from flannelnode.errors import FlannelnodeError, describe_os_error, os_error_exi
 from .containers import client, remove_all
 from .etcd import DEFAULT_TOOLS_BASE
 from .lab import LATE_ETCD_DELAY, LATE_ETCD_MAX_DELAY
-from .runner import run
+from .runner import CHECKS, run
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,6 +39,13 @@ def parser() -> argparse.ArgumentParser:
         help="the late-etcd check: two extra nodes boot against an etcd that starts only this "
         f"long after they booted, and must come up on flannel by themselves (default "
         f"{LATE_ETCD_DELAY:g}, at most {LATE_ETCD_MAX_DELAY:g})",
+    )
+    p.add_argument(
+        "--checks",
+        default=",".join(CHECKS),
+        metavar="MODULES",
+        help="comma-separated check modules to run (default: all of them, in this order: "
+        f"{', '.join(CHECKS)}); the wrong-CA and late nodes boot only for their own checks",
     )
     p.add_argument(
         "--tools-base",
@@ -85,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=args.out,
             pytest_args=tuple(args.pytest_args),
             late_etcd_delay=args.late_etcd_delay,
+            checks=tuple(c.strip() for c in args.checks.split(",") if c.strip()),
         )
     except FlannelnodeError as exc:
         print(f"verify: {exc}", file=sys.stderr)

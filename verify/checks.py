@@ -62,6 +62,16 @@ def lease_values(lab: Any, etcd: Any = None) -> dict[str, dict[str, Any]]:
     return {net: kv["value"] for net, kv in leases(lab, etcd).items()}
 
 
+def lease_owners(lab: Any) -> dict[str, tuple[str, str]]:
+    """{lease network: (PublicIP, BackendType)}: who holds what. A node's reboot keeps these;
+    its vxlan VtepMAC does not survive it (a new boot makes a new flannel.<VNI> with a random
+    MAC, as flannel's etcd subnet manager stores none)."""
+    return {
+        net: (value.get("PublicIP"), value.get("BackendType"))
+        for net, value in lease_values(lab).items()
+    }
+
+
 def node_ip(node: Any) -> str:
     node.container.reload()
     networks = node.container.attrs["NetworkSettings"]["Networks"]

@@ -110,6 +110,12 @@ class Etcd:
         body = {"key": _b64(prefix), "range_end": base64.b64encode(bytes(end)).decode()}
         return [_decode(kv) for kv in self.post("/v3/kv/range", body).get("kvs") or []]
 
+    def put(self, key: str, value: str) -> None:
+        self.post("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+
+    def delete(self, key: str) -> None:
+        self.post("/v3/kv/deleterange", {"key": _b64(key)})
+
     def logs(self, lines: int = 30) -> str:
         return self.container.logs(tail=lines).decode(errors="replace")
 

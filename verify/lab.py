@@ -40,6 +40,7 @@ from flannelnode.units import SEED_MARKER
 from . import etcd as etcd_mod
 from . import pki as pki_mod
 from .containers import LABEL, Profile, VerifyError, client, put_files, remove_all, run, wait_for
+from .pods import PROBE, PROBE_SOURCE
 
 SEED_DIR = "/var/lib/cloud/seed/nocloud"
 BUSYBOX = "/bin/busybox"
@@ -267,6 +268,7 @@ class Lab:
             f"{SEED_DIR}/user-data": (text.encode(), 0o600),
             f"{SEED_DIR}/meta-data": (meta.encode(), 0o644),
             "/usr/local/share/flannelnode-verify/busybox": (self.busybox, 0o755),
+            PROBE: (PROBE_SOURCE.read_bytes(), 0o755),
         }
         if seeded_before:
             files[SEED_MARKER] = (b"", 0o644)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""flanneld stand-in for tests: flanneld's start-up contract, as far as node artifacts see it.
+"""flanneld stand-in for tests: flanneld's start-up contract and datapath, as nodes see them.
 
 flannel's release binaries cannot be downloaded on the build machines, so the tests build this
 script into an ELF `flanneld` (see launcher.c and tests/standin_release.py) and ship it through
@@ -38,6 +38,12 @@ What it does, in flanneld's own order (main.go of the release it stands in for):
      holding --public-ip when that is given); an interface must have a global or link-local
      address of each enabled family (so `--iface=lo` fails, `--iface=127.0.0.1` works, as in
      flannel). None usable: exit 1. --public-ip/--public-ipv6 override the advertised address.
+  - Backend, before the lease (pkg/backend): host-gw refuses a --public-ip that is not the
+     interface's address (exit 1). vxlan creates flannel.<VNI> (VNI 1 unless Backend.VNI; UDP
+     port Backend.Port, 0 leaving the kernel's 8472; learning off unless Backend.Learning; GBP;
+     on the external interface and address; MTU = link MTU (or Backend.MTU) - 50; a random
+     locally administered MAC), or keeps an existing compatible one with its MAC (so a restart
+     keeps the VtepMAC) and recreates an incompatible one; failing: exit 1.
  10. Lease, as flannel's etcd LocalManager: the lease whose PublicIP is ours is reused (and
      rewritten with a fresh 24 h TTL); else the subnet of the previous --subnet-file when free
      and inside the config; else a random one of the first 100 free subnets. Created
@@ -45,22 +51,51 @@ What it does, in flanneld's own order (main.go of the release it stands in for):
      with prevExist=false and ttl=86400. Keys <prefix>/subnets/10.5.52.0-24, with
      `&<ipv6>-<len>` appended for an IPv6 lease; value {"PublicIP", "PublicIPv6",
      "BackendType", "BackendData", "BackendV6Data"}. etcd errors while acquiring are retried.
+  - Datapath, after the lease: vxlan puts <lease network address>/32 on flannel.<VNI> (any
+     other address of the flannel network on it removed) and sets it up. --ip-masq: flannel's
+     masquerade rules (nat FLANNEL-POSTRTG, jumped to from POSTROUTING: RETURN for the
+     kube-proxy mark and inside the flannel network, MASQUERADE (--random-fully where iptables
+     has it, unless --ip-masq-fully-random-disable) for the flannel network leaving it and for
+     others entering it); the previous lease's rules (from the old subnet file) are removed
+     when network or lease changed. --iptables-forward-rules (default true): filter
+     FLANNEL-FWD, jumped to from FORWARD, accepting -s and -d the flannel network. Chains are
+     cleared first; each rule set is applied with `iptables-restore --noflush` (an existing rule
+     deleted, then appended) and checked every --iptables-resync seconds, all of it applied
+     again when one is missing. An iptables failure is logged; flanneld goes on.
  11. --subnet-file is written as WriteSubnetFile does (temp file `.<name>`, mode 0644, rename):
      FLANNEL_NETWORK + FLANNEL_SUBNET (IPv4), FLANNEL_IPV6_NETWORK + FLANNEL_IPV6_SUBNET (IPv6),
      FLANNEL_MTU (interface MTU minus the backend's overhead), FLANNEL_IPMASQ.
- 12. READY=1 to $NOTIFY_SOCKET, then it runs until SIGTERM/SIGINT (exit 0), renewing the lease
-     --subnet-lease-renew-margin minutes before it expires.
+ 12. Other leases are watched (vxlan, host-gw): the list, then etcd's watch from the revision
+     (v3) or index (v2) after it, a fresh list whenever the history is gone, as flannel's
+     LeaseWatcher: a lease that appears or changes is added, one deleted or expired removed,
+     our own skipped, a lease of another backend type ignored with a warning. host-gw: a route
+     to the lease's subnet via its PublicIP on the external interface, put back within 10 s
+     when removed (routeCheck). vxlan, in flannel's order: a permanent neighbour <lease network
+     address> -> VtepMAC on flannel.<VNI>, a permanent FDB entry VtepMAC -> PublicIP (self),
+     then the route <lease network> via <its network address> onlink on flannel.<VNI>; on
+     removal all three go.
+ 13. READY=1 to $NOTIFY_SOCKET, then it runs until SIGTERM/SIGINT (exit 0), renewing the lease
+     --subnet-lease-renew-margin minutes before it expires. It leaves the datapath in place
+     when it stops, as flanneld does.
 Log lines use klog's layout (`E1130 12:00:00.000000 1234 main.go:0] ...`) and flanneld's
 wording where operators look for it.
 
 Divergences, and why no test depends on them:
-  - No datapath: no flannel.1/vxlan device, routes, ARP/FDB entries, iptables/nftables rules,
-    healthz server, blackhole routes; --ip-masq only sets FLANNEL_IPMASQ. Node artifacts only
-    consume subnet.env and the unit's state; no test sends pod traffic.
-  - VtepMAC in a vxlan lease is the external interface's MAC (no vxlan device to take it from);
-    nothing reads it back.
-  - Other nodes' leases are not watched and a lease deleted behind its back is not noticed;
-    the lease is only renewed on time. Tests look at one node's start-up and restart.
+  - The kernel is programmed with iproute2's `ip` and `bridge` (JSON output read back) where
+    flannel uses netlink: the same links, addresses, routes, neighbour and FDB entries; the node
+    images carry iproute2 anyway. iptables goes through the iptables binaries, as in flannel
+    (go-iptables). The rules are in place before READY=1 (flannel applies them from goroutines,
+    so usually just after): nothing of ours can tell.
+  - Datapath left out, because no node config of ours uses it and verify does not check it:
+    IPv6 (flannel-v6.<VNI>, IPv6 routes and ip6tables rules; the IPv6 lease and subnet file
+    are there), the nftables traffic manager (EnableNFTables: no rules at all), vxlan's
+    DirectRouting (always encapsulated), the datapath of the other backends (udp, ipip,
+    wireguard, ipsec, ...: their lease attributes and MTU only), re-creating a flannel.<VNI>
+    deleted behind flanneld's back (v0.27's device watcher; a restart creates it again),
+    --ip-blackhole-route, the healthz server. Watch events are applied one at a time, where
+    flannel batches them; each change opens a new watch from the next revision.
+  - The lease is only renewed on time; our own lease deleted behind flanneld's back is not
+    noticed (flannel watches it). Tests look at start-up, restart and other nodes' leases.
   - A retried error is logged when it changes and then every 30 s with a repeat count, where
     flanneld logs it every second (and prints "timed out" on stdout); the text is the same.
     Errors from etcd's clients are worded after Go's (`dial tcp ...: connect: connection
@@ -72,7 +107,10 @@ Divergences, and why no test depends on them:
     etcd username/password, no backends beyond their MTU overhead and lease attributes; -v,
     -vmodule and -log_backtrace_at are checked like klog but change nothing.
   - Test hooks (environment, never set on a node): FLANNEL_STANDIN_PROC_SYS replaces /proc/sys
-    for the br_netfilter check (a test cannot unload a kernel module); FLANNEL_STANDIN_MAX_SECONDS
+    for the br_netfilter check (a test cannot unload a kernel module); FLANNEL_STANDIN_DATAPATH=off
+    builds no datapath at all (host tests run it in the build host's own network namespace,
+    whose devices and iptables are not theirs to change; the VtepMAC is then the external
+    interface's, stable across restarts as a kept device's is); FLANNEL_STANDIN_MAX_SECONDS
     (default 3600) is a safety cap after which a leaked stand-in logs and exits 0, where real
     flanneld runs forever. Tests stop it long before.
 Exit codes are flanneld's: 0 usage/help/--version/signal, 1 fatal start-up error.
@@ -93,7 +131,9 @@ import signal
 import socket
 import ssl
 import struct
+import subprocess
 import sys
+import threading
 import time
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -438,6 +478,7 @@ class Config:
         else:
             raise ValueError("error decoding Backend property of config")
         self.vni = int(field(backend, "VNI") or 1)
+        self.backend = backend
         self.network = self._net(conf, "Network", ipaddress.IPv4Network)
         self.network6 = self._net(conf, "IPv6Network", ipaddress.IPv6Network)
         self.subnet_len = int(field(conf, "SubnetLen") or 0)
@@ -569,6 +610,19 @@ def overlaps(a, b):
     return a is not None and b is not None and a.overlaps(b)
 
 
+def parse_lease(key, value):
+    """(subnet, subnet6, attrs) of a lease key and its JSON value, or None (logged)."""
+    sn, sn6 = parse_key(key)
+    try:
+        attrs = json.loads(value)
+    except ValueError:
+        attrs = None
+    if sn is None or not isinstance(attrs, dict):
+        log("W", f"Ignoring bad subnet node: {key}", "registry.go")
+        return None
+    return sn, sn6, attrs
+
+
 # --- this node's interfaces --------------------------------------------------------------------
 
 
@@ -664,8 +718,9 @@ def iface_by_ip(address):
 
 
 class ExtIface:
-    def __init__(self, name, addr, addr6):
+    def __init__(self, name, addr, addr6, iface_addr=None):
         self.name, self.addr, self.addr6 = name, addr, addr6
+        self.iface_addr = iface_addr  # the interface's own IPv4 address (addr: --public-ip)
 
 
 def lookup_ext_iface(ifname, regex, can_reach, v4, v6, public_ip, public_ipv6):
@@ -769,7 +824,7 @@ def lookup_ext_iface(ifname, regex, can_reach, v4, v6, public_ip, public_ipv6):
             ext6 = ipaddress.IPv6Address(public_ipv6)
         except ValueError:
             raise ValueError(f"invalid public IPv6 address: {public_ipv6}") from None
-    return ExtIface(name, ext, ext6)
+    return ExtIface(name, ext, ext6, addr if v4 else None)
 
 
 def pick_iface(flags, v4, v6):
@@ -880,8 +935,9 @@ class Etcd:
         self.context = context
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.current = random.randrange(len(self.endpoints)) if self.endpoints else 0
+        self.index = None
 
-    def request(self, method, path, body=None, form=False):
+    def request(self, method, path, body=None, form=False, timeout=REQUEST_TIMEOUT):
         """(status, JSON) from the first endpoint that answers; Transient when none does."""
         if not self.endpoints:
             raise Transient("etcdclient: no available endpoints")
@@ -889,7 +945,7 @@ class Etcd:
         for _ in self.endpoints:
             url = self.endpoints[self.current]
             try:
-                return self._once(url, method, path, body, form)
+                return self._once(url, method, path, body, form, timeout)
             except Transient as exc:
                 errors.append((url, str(exc)))
                 self.current = (self.current + 1) % len(self.endpoints)
@@ -906,14 +962,18 @@ class Etcd:
             "; ".join(f'etcd {url}: connection error: desc = "{e}"' for url, e in errors)
         )
 
-    def _once(self, url, method, path, body, form):
+    def connection(self, url, timeout):
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 2379
         if parts.scheme == "https":
             context = self.context or ssl.create_default_context()
-            conn = http.client.HTTPSConnection(host, port, timeout=REQUEST_TIMEOUT, context=context)
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        return conn, host, port
+
+    def _once(self, url, method, path, body, form, timeout=REQUEST_TIMEOUT):
+        conn, host, port = self.connection(url, timeout)
         if form:
             payload, ctype = urlencode(body), "application/x-www-form-urlencoded"
         else:
@@ -922,6 +982,7 @@ class Etcd:
             conn.request(method, path, body=payload, headers={"Content-Type": ctype})
             response = conn.getresponse()
             status, data = response.status, response.read()
+            self.index = response.getheader("X-Etcd-Index")  # v2: the index a watch goes on from
         except ssl.SSLError as exc:
             handshake = "transport: authentication handshake failed: " if not ETCD_V2 else ""
             raise Transient(handshake + go_tls_error(exc, host)) from None
@@ -971,13 +1032,18 @@ class Etcd:
 
     def leases(self):
         """[(subnet, subnet6, attrs)] of every parseable lease under <prefix>/subnets."""
-        out = []
+        return self.leases_at()[0]
+
+    def leases_at(self):
+        """(leases, cursor): the cursor is where a watch of later changes starts (v3: the
+        revision after this read, v2: the etcd index after it)."""
         if ETCD_V2:
             _, answer = self.request(
                 "GET", f"/v2/keys{quote(self.subnets_key())}?recursive=true&quorum=true"
             )
+            cursor = int(self.index or 0) + 1
             if answer.get("errorCode") == 100:
-                return out
+                return [], cursor
             if "errorCode" in answer:
                 raise Transient(v2_error(answer))
             items = [(n["key"], n.get("value", "")) for n in answer["node"].get("nodes") or []]
@@ -986,20 +1052,98 @@ class Etcd:
             _, answer = self.request(
                 "POST", "/v3/kv/range", {"key": b64(key), "range_end": prefix_end(key)}
             )
+            cursor = int((answer.get("header") or {}).get("revision", 0)) + 1
             items = [
                 (unb64(kv["key"]), unb64(kv.get("value", ""))) for kv in answer.get("kvs") or []
             ]
+        out = []
         for key, value in items:
-            sn, sn6 = parse_key(key)
-            try:
-                attrs = json.loads(value)
-            except ValueError:
-                attrs = None
-            if sn is None or not isinstance(attrs, dict):
-                log("W", f"Ignoring bad subnet node: {key}", "registry.go")
-                continue
-            out.append((sn, sn6, attrs))
-        return out
+            lease = parse_lease(key, value)
+            if lease is not None:
+                out.append(lease)
+        return out, cursor
+
+    def watch(self, cursor, timeout):
+        """Changes under <prefix>/subnets from cursor on: (events, next cursor), each event
+        ("put", key, value) or ("delete", key, None). An empty list after `timeout` seconds
+        without a change. Transient on errors, NotFound when the cursor is gone (compacted or
+        cleared): then the caller reads the whole list again, as flannel's watcher does."""
+        if ETCD_V2:
+            return self._watch_v2(cursor, timeout)
+        return self._watch_v3(cursor, timeout)
+
+    def _watch_v2(self, cursor, timeout):
+        path = f"/v2/keys{quote(self.subnets_key())}?wait=true&recursive=true&waitIndex={cursor}"
+        try:
+            _, answer = self.request("GET", path, timeout=timeout)
+        except Transient as exc:
+            if "timed out" in str(exc) or "i/o timeout" in str(exc):
+                return [], cursor
+            raise
+        if answer.get("errorCode") == 401:  # the index was cleared from etcd's history
+            raise NotFound(v2_error(answer))
+        if "errorCode" in answer:
+            raise Transient(v2_error(answer))
+        node = answer.get("node") or {}
+        gone = answer.get("action") in ("delete", "expire", "compareAndDelete")
+        kind = "delete" if gone else "put"
+        event = (kind, node.get("key", ""), None if kind == "delete" else node.get("value", ""))
+        return [event], int(node.get("modifiedIndex", cursor)) + 1
+
+    def _watch_v3(self, cursor, timeout):
+        key = self.subnets_key()
+        body = {
+            "create_request": {
+                "key": b64(key),
+                "range_end": prefix_end(key),
+                "start_revision": str(cursor),
+            }
+        }
+        url = self.endpoints[self.current]
+        conn, host, port = self.connection(url, timeout)
+        try:
+            conn.request("POST", "/v3/watch", body=json.dumps(body),
+                         headers={"Content-Type": "application/json"})  # fmt: skip
+            response = conn.getresponse()
+            if response.status != 200:
+                raise Transient(f"watch: HTTP {response.status}")
+            decoder, buffer = json.JSONDecoder(), ""
+            while True:
+                chunk = response.read1(65536)
+                if not chunk:
+                    raise Transient("watch: the stream ended")
+                buffer += chunk.decode("utf-8", "replace")
+                while True:
+                    buffer = buffer.lstrip()
+                    try:
+                        message, end = decoder.raw_decode(buffer)
+                    except ValueError:
+                        break
+                    buffer = buffer[end:]
+                    result = message.get("result") or {}
+                    if message.get("error") or result.get("canceled"):
+                        if int(result.get("compact_revision") or 0):
+                            raise NotFound(f"watch: revision {cursor} compacted")
+                        raise Transient(f"watch: {message.get('error') or 'canceled'}")
+                    events = []
+                    for event in result.get("events") or []:
+                        kv = event.get("kv") or {}
+                        kind = "delete" if event.get("type") == "DELETE" else "put"
+                        value = unb64(kv["value"]) if kind == "put" and kv.get("value") else ""
+                        events.append((kind, unb64(kv.get("key", "")), value))
+                        cursor = max(cursor, int(kv.get("mod_revision") or 0) + 1)
+                    if events:
+                        return events, cursor
+        except TimeoutError:
+            return [], cursor
+        except ssl.SSLError as exc:
+            self.current = (self.current + 1) % len(self.endpoints)
+            raise Transient(go_tls_error(exc, host)) from None
+        except (OSError, http.client.HTTPException) as exc:
+            self.current = (self.current + 1) % len(self.endpoints)
+            raise Transient(f"{host}:{port}: {exc or type(exc).__name__}") from None
+        finally:
+            conn.close()
 
     def delete(self, sn, sn6):
         key = f"{self.subnets_key()}/{subnet_key(sn, sn6)}"
@@ -1123,6 +1267,416 @@ def write_subnet_file(path, config, ipmasq, sn, sn6, mtu):
     with os.fdopen(fd, "w") as f:
         f.write("".join(line + "\n" for line in lines))
     os.rename(tmp, path)
+
+
+# --- the datapath: flannel's vxlan and host-gw backends, its iptables traffic manager ---------
+
+DATAPATH = os.environ.get("FLANNEL_STANDIN_DATAPATH", "on") != "off"
+COMMAND_TIMEOUT = 30
+ROUTE_CHECK_SECONDS = 10.0  # RouteNetwork.routeCheck's pace
+WATCH_SECONDS = 30.0  # an idle watch is opened again after this long
+VXLAN_OVERHEAD = 50
+KUBE_PROXY_MARK = "0x4000/0x4000"
+
+
+class DatapathError(Exception):
+    """A command that programs the kernel failed."""
+
+
+def command(*argv, stdin=None, check=True):
+    try:
+        done = subprocess.run(
+            list(argv),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise DatapathError(f'exec: "{argv[0]}": executable file not found in $PATH') from None
+    except subprocess.TimeoutExpired:
+        raise DatapathError(f"{argv[0]}: no answer within {COMMAND_TIMEOUT}s") from None
+    if check and done.returncode != 0:
+        raise DatapathError(f"{' '.join(argv)}: {(done.stderr or done.stdout).strip()}")
+    return done
+
+
+def new_mac():
+    """mac.NewHardwareAddr: random, locally administered, unicast."""
+    raw = bytearray(os.urandom(6))
+    raw[0] = (raw[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def link_details(name):
+    """`ip -d -j link show` of one link, or None when it does not exist."""
+    done = command("ip", "-d", "-j", "link", "show", "dev", name, check=False)
+    if done.returncode != 0:
+        return None
+    return json.loads(done.stdout)[0]
+
+
+class Vxlan:
+    """flannel.<VNI>: created (or an existing compatible one kept, with its MAC) before the
+    lease is taken, since the lease carries its MAC; configured once the lease is known."""
+
+    def __init__(self, config, ext, mtu):
+        backend = config.backend
+        self.vni = config.vni
+        self.name = f"flannel.{self.vni}"
+        self.port = int(field(backend, "Port") or 0)
+        self.gbp = bool(field(backend, "GBP"))
+        self.learning = bool(field(backend, "Learning"))
+        self.ext, self.local, self.mtu = ext.name, ext.addr, mtu
+        log(
+            "I",
+            f"VXLAN config: VNI={self.vni} Port={self.port} GBP={str(self.gbp).lower()} "
+            f"Learning={str(self.learning).lower()} DirectRouting=false",
+            "vxlan.go",
+        )
+        self.mac = self.ensure()
+
+    def incompatible(self, existing):
+        """vxlanLinksIncompat: why an existing link cannot be kept ("" when it can)."""
+        info = existing.get("linkinfo") or {}
+        if info.get("info_kind") != "vxlan":
+            return f"link type: vxlan vs {info.get('info_kind')}"
+        data = info.get("info_data") or {}
+        if data.get("id") != self.vni:
+            return f"vni: {self.vni} vs {data.get('id')}"
+        if data.get("link") and data.get("link") != self.ext:
+            return f"vtep (external) interface: {self.ext} vs {data.get('link')}"
+        if self.local and data.get("local") and data.get("local") != str(self.local):
+            return f"vtep (external) IP: {self.local} vs {data.get('local')}"
+        if self.port and data.get("port") and data.get("port") != self.port:
+            return f"port: {self.port} vs {data.get('port')}"
+        if bool(data.get("gbp")) != self.gbp:
+            return f"gbp: {self.gbp} vs {bool(data.get('gbp'))}"
+        return ""
+
+    def ensure(self):
+        existing = link_details(self.name)
+        if existing is not None:
+            why = self.incompatible(existing)
+            if not why:
+                return existing["address"]
+            log(
+                "W",
+                f'"{self.name}" already exists with incompatible configuration: {why}; '
+                "recreating device",
+                "device.go",
+            )
+            command("ip", "link", "del", "dev", self.name)
+        mac = new_mac()
+        args = ["ip", "link", "add", self.name, "address", mac, "mtu", str(self.mtu - 50)]
+        args += ["type", "vxlan", "id", str(self.vni), "dev", self.ext]
+        if self.local:
+            args += ["local", str(self.local)]
+        # 0: the kernel's default, 8472 (flannel leaves the attribute out)
+        args += ["dstport", str(self.port), "learning" if self.learning else "nolearning"]
+        if self.gbp:
+            args.append("gbp")
+        command(*args)
+        accept_ra = f"/proc/sys/net/ipv6/conf/{self.name}/accept_ra"
+        with contextlib.suppress(OSError), open(accept_ra, "w") as f:
+            f.write("0")
+        return mac
+
+    def configure(self, sn, network):
+        """EnsureV4AddressOnLink(<lease network address>/32), then up, then the MAC check."""
+        wanted = ipaddress.IPv4Interface(f"{sn.network_address}/32")
+        shown = json.loads(command("ip", "-j", "-4", "addr", "show", "dev", self.name).stdout)
+        present = False
+        for entry in (shown[0].get("addr_info") or []) if shown else []:
+            have = ipaddress.IPv4Interface(f"{entry['local']}/{entry['prefixlen']}")
+            if have == wanted:
+                present = True
+            elif have.ip in network:
+                command("ip", "addr", "del", str(have), "dev", self.name)
+                log("I", f"removed IP address {have} from {self.name}", "iface.go")
+        if not present:
+            command("ip", "addr", "add", str(wanted), "dev", self.name)
+        command("ip", "link", "set", "dev", self.name, "up")
+        mac = (link_details(self.name) or {}).get("address")
+        if mac != self.mac:
+            raise DatapathError(f"{self.name}'s mac address wanted: {self.mac}, but got: {mac}")
+
+    def added(self, sn, attrs):
+        mac = (attrs.get("BackendData") or {}).get("VtepMAC")
+        if not mac:
+            log("E", f"error decoding subnet lease JSON: no VtepMAC for {sn}", "vxlan_network.go")
+            return
+        gateway, public = str(sn.network_address), attrs.get("PublicIP")
+        log("I", f"adding subnet: {sn} PublicIP: {public} VtepMAC: {mac}", "vxlan_network.go")
+        # ARP, then FDB, then the route, as flannel orders them
+        command("ip", "neigh", "replace", gateway, "lladdr", mac, "dev", self.name,
+                "nud", "permanent")  # fmt: skip
+        command("bridge", "fdb", "replace", mac, "dev", self.name, "dst", public, "self",
+                "permanent")  # fmt: skip
+        command("ip", "route", "replace", str(sn), "via", gateway, "dev", self.name, "onlink")
+
+    def removed(self, sn, attrs):
+        mac = (attrs.get("BackendData") or {}).get("VtepMAC") or ""
+        gateway, public = str(sn.network_address), attrs.get("PublicIP") or ""
+        log("I", f"removing subnet: {sn} PublicIP: {public} VtepMAC: {mac}", "vxlan_network.go")
+        for argv in (
+            ("ip", "neigh", "del", gateway, "dev", self.name),
+            ("bridge", "fdb", "del", mac, "dev", self.name, "dst", public, "self"),
+            ("ip", "route", "del", str(sn), "via", gateway, "dev", self.name, "onlink"),
+        ):
+            try:  # every entry, whatever the one before did
+                command(*argv)
+            except DatapathError as exc:
+                log("E", f"{exc}", "vxlan_network.go")
+
+    def check(self):
+        pass
+
+
+class HostGw:
+    """A route per remote lease, via its PublicIP on the external interface."""
+
+    def __init__(self, ext):
+        self.ext = ext.name
+        self.routes = {}
+
+    def configure(self, sn, network):
+        pass
+
+    def route(self, sn, attrs):
+        return ("ip", "route", "replace", str(sn), "via", attrs.get("PublicIP", ""),
+                "dev", self.ext)  # fmt: skip
+
+    def added(self, sn, attrs):
+        log("I", f"Subnet added: {sn} via {attrs.get('PublicIP')}", "route_network.go")
+        self.routes[sn] = self.route(sn, attrs)
+        command(*self.routes[sn])
+
+    def removed(self, sn, attrs):
+        log("I", f"Subnet removed: {sn}", "route_network.go")
+        self.routes.pop(sn, None)
+        command("ip", "route", "del", str(sn), "via", attrs.get("PublicIP", ""), "dev", self.ext)
+
+    def check(self):
+        """routeCheck: put back a route someone removed."""
+        for sn, argv in list(self.routes.items()):
+            shown = command("ip", "-4", "route", "show", "exact", str(sn), "dev", self.ext).stdout
+            if f"via {argv[5]}" not in shown:
+                command(*argv)
+                log("I", f"Route recovered {sn} : {argv[5]}", "route_network.go")
+
+
+def masq_rules(network, sn, random_fully):
+    """masqRules, in flannel's order."""
+    cluster, pod = str(network), str(sn)
+    note = ["-m", "comment", "--comment", "flanneld masq"]
+    masq = ["-j", "MASQUERADE"] + (["--random-fully"] if random_fully else [])
+    return [
+        ("nat", "POSTROUTING", [*note, "-j", "FLANNEL-POSTRTG"]),
+        ("nat", "FLANNEL-POSTRTG",
+         ["-m", "mark", "--mark", KUBE_PROXY_MARK, *note, "-j", "RETURN"]),
+        ("nat", "FLANNEL-POSTRTG", ["-s", pod, "-d", cluster, *note, "-j", "RETURN"]),
+        ("nat", "FLANNEL-POSTRTG", ["-s", cluster, "-d", pod, *note, "-j", "RETURN"]),
+        ("nat", "FLANNEL-POSTRTG", ["!", "-s", cluster, "-d", pod, *note, "-j", "RETURN"]),
+        ("nat", "FLANNEL-POSTRTG", ["-s", cluster, "!", "-d", "224.0.0.0/4", *note, *masq]),
+        ("nat", "FLANNEL-POSTRTG", ["!", "-s", cluster, "-d", cluster, *note, *masq]),
+    ]  # fmt: skip
+
+
+def forward_rules(network):
+    note = ["-m", "comment", "--comment", "flanneld forward"]
+    return [
+        ("filter", "FORWARD", [*note, "-j", "FLANNEL-FWD"]),
+        ("filter", "FLANNEL-FWD", ["-s", str(network), *note, "-j", "ACCEPT"]),
+        ("filter", "FLANNEL-FWD", ["-d", str(network), *note, "-j", "ACCEPT"]),
+    ]
+
+
+def flannel_chain(rule):
+    """The FLANNEL-* chain a rule lives in or jumps to."""
+    _, chain, spec = rule
+    return chain if chain.startswith("FLANNEL-") else spec[-1]
+
+
+def restore_line(action, chain, spec):
+    return " ".join([action, chain, *(f'"{a}"' if " " in a else a for a in spec)])
+
+
+class IPTables:
+    """go-iptables over the iptables binaries, as flannel's iptables traffic manager uses it."""
+
+    def chain_exists(self, table, chain):
+        return command("iptables", "-w", "-t", table, "-S", chain, check=False).returncode == 0
+
+    def clear_chain(self, table, chain):
+        if command("iptables", "-w", "-t", table, "-N", chain, check=False).returncode != 0:
+            command("iptables", "-w", "-t", table, "-F", chain)
+
+    def exists(self, rule):
+        table, chain, spec = rule
+        done = command("iptables", "-w", "-t", table, "-C", chain, *spec, check=False)
+        return done.returncode == 0
+
+    def random_fully(self):
+        """HasRandomFully: iptables >= 1.6.2."""
+        try:
+            out = command("iptables", "--version", check=False).stdout
+        except DatapathError:
+            return False
+        return version_tuple(out) >= (1, 6, 2) if out else False
+
+    def restore(self, lines):
+        tables = {}
+        for table, line in lines:
+            tables.setdefault(table, []).append(line)
+        payload = "".join(f"*{t}\n" + "\n".join(rows) + "\nCOMMIT\n" for t, rows in tables.items())
+        command("iptables-restore", "--noflush", "-w", stdin=payload)
+
+    def bootstrap(self, rules):
+        """ipTablesBootstrap: each rule deleted if present, then appended, in one restore."""
+        lines = []
+        for rule in rules:
+            if not self.chain_exists(rule[0], flannel_chain(rule)):
+                self.clear_chain(rule[0], flannel_chain(rule))
+            if self.exists(rule):
+                lines.append((rule[0], restore_line("-D", rule[1], rule[2])))
+            lines.append((rule[0], restore_line("-A", rule[1], rule[2])))
+        self.restore(lines)
+
+    def ensure(self, rules):
+        if all(self.chain_exists(r[0], flannel_chain(r)) and self.exists(r) for r in rules):
+            return
+        log("I", "Some iptables rules are missing; deleting and recreating rules", "iptables.go")
+        self.bootstrap(rules)
+
+    def teardown(self, rules):
+        lines = [
+            (r[0], restore_line("-D", r[1], r[2]))
+            for r in rules
+            if self.chain_exists(r[0], flannel_chain(r)) and self.exists(r)
+        ]
+        if lines:
+            self.restore(lines)
+
+
+class Datapath:
+    """What runs once the lease is known: the rules, and the backend following other leases."""
+
+    def __init__(self, backend, etcd, own):
+        self.backend, self.etcd, self.own = backend, etcd, own
+        self.iptables = IPTables()
+        self.rules = []
+        self.known = {}  # subnet -> attrs: LeaseWatcher's list
+        self.lock = threading.Lock()
+
+    def masquerade(self, network, sn, prev_network, prev, random_fully_disable):
+        """SetupAndEnsureMasqRules: the previous lease's rules go when network or lease moved."""
+        random_fully = self.iptables.random_fully() and not random_fully_disable
+        if not (network == prev_network and prev == sn) and prev_network and prev:
+            log(
+                "I",
+                f"Current network or subnet ({network}, {sn}) is not equal to previous one "
+                f"({prev_network}, {prev}), trying to recycle old iptables rules",
+                "iptables.go",
+            )
+            try:
+                self.iptables.teardown(masq_rules(prev_network, prev, random_fully))
+            except DatapathError as exc:
+                log("E", f"Failed to setup masq rules, {exc}")
+                raise Exit(1) from None
+        log("I", "Setting up masking rules", "iptables.go")
+        self.chain("nat", "FLANNEL-POSTRTG")
+        self.ensure_rules(masq_rules(network, sn, random_fully))
+
+    def chain(self, table, chain):
+        """CreateIP4Chain: a failure is logged, the rules are tried anyway."""
+        try:
+            self.iptables.clear_chain(table, chain)
+        except DatapathError as exc:
+            log("E", f"Failed to setup IPTables. Error on creating the chain: {exc}", "iptables.go")
+
+    def forward(self, network):
+        log("I", "Changing default FORWARD chain policy to ACCEPT", "iptables.go")
+        self.chain("filter", "FLANNEL-FWD")
+        self.ensure_rules(forward_rules(network))
+
+    def ensure_rules(self, rules):
+        self.rules += rules
+        try:
+            self.iptables.bootstrap(rules)
+        except DatapathError as exc:
+            log("E", f"Failed to bootstrap IPTables: {exc}", "iptables.go")
+
+    def resync_rules(self):
+        with self.lock:
+            try:
+                self.iptables.ensure(self.rules)
+            except DatapathError as exc:
+                log("E", f"Failed to ensure iptables rules: {exc}", "iptables.go")
+
+    def check_routes(self):
+        if self.backend is None:
+            return
+        with self.lock:
+            try:
+                self.backend.check()
+            except DatapathError as exc:
+                log("E", f"Error recovering routes: {exc}", "route_network.go")
+
+    def apply(self, kind, sn, attrs):
+        if sn == self.own:
+            return
+        wanted = "vxlan" if isinstance(self.backend, Vxlan) else "host-gw"
+        if attrs.get("BackendType") != wanted:
+            log("W", f"Ignoring non-{wanted} subnet: type={attrs.get('BackendType')}")
+            return
+        with self.lock:
+            try:
+                if kind == "added":
+                    self.known[sn] = attrs
+                    self.backend.added(sn, attrs)
+                elif self.known.pop(sn, None) is not None:
+                    self.backend.removed(sn, attrs)
+            except DatapathError as exc:
+                log("E", f"{kind} {sn}: {exc}")
+
+    def reset(self, leases):
+        """LeaseWatcher.Reset: every lease not seen before is added, every one gone removed."""
+        seen = {sn: attrs for sn, _, attrs in leases if sn != self.own}
+        for sn, attrs in seen.items():
+            if sn not in self.known:
+                self.apply("added", sn, attrs)
+        for sn in [sn for sn in self.known if sn not in seen]:
+            self.apply("removed", sn, self.known[sn])
+
+    def watch(self):
+        """WatchLeases, forever (a daemon thread): the list, then its changes."""
+        report, cursor = Reporter(), None
+        while True:
+            try:
+                if cursor is None:
+                    leases, cursor = self.etcd.leases_at()
+                    self.reset(leases)
+                events, cursor = self.etcd.watch(cursor, WATCH_SECONDS)
+                for kind, key, value in events:
+                    sn, _ = parse_key(key)
+                    if kind == "delete" and sn in self.known:
+                        self.apply("removed", sn, self.known[sn])
+                    elif kind == "put":
+                        lease = parse_lease(key, value)
+                        if lease is not None:
+                            self.apply("added", lease[0], lease[2])
+            except NotFound:
+                cursor = None
+            except Transient as exc:
+                report("E", f"Watch subnets: {exc}", "registry.go")
+                cursor = None
+                time.sleep(RETRY_SECONDS)
+            except Exception as exc:  # a bug here must show, not end the watch silently
+                report("E", f"Watch subnets: {type(exc).__name__}: {exc}", "registry.go")
+                cursor = None
+                time.sleep(RETRY_SECONDS)
 
 
 # --- the agent ---------------------------------------------------------------------------------
@@ -1338,31 +1892,88 @@ def run(argv0, argv):
     if backend not in BACKENDS:
         log("E", f"Error fetching backend: unknown backend type: {config.backend_type}")
         return 1
+    if backend == "host-gw" and ext.addr != ext.iface_addr:
+        log(
+            "E",
+            "Error fetching backend: your PublicIP differs from interface IP, meaning that "
+            "probably you're on a NAT, which is not supported by host-gw backend",
+        )
+        return 1
+    link_mtu = iface_mtu(ext.name)
+    if backend == "vxlan":
+        link_mtu = int(field(config.backend, "MTU") or link_mtu)
+    network = None  # the backend's own part of the datapath (vxlan, host-gw; IPv4)
+    if not DATAPATH:
+        log("W", "test stand-in: FLANNEL_STANDIN_DATAPATH=off: no datapath is built")
+    elif config.enable_ipv4 and backend in ("vxlan", "host-gw"):
+        try:
+            network = Vxlan(config, ext, link_mtu) if backend == "vxlan" else HostGw(ext)
+        except DatapathError as exc:
+            log("E", f"Error registering network: failed to create vxlan device: {exc}")
+            return 1
     attrs = {
         "PublicIP": str(ext.addr or "0.0.0.0"),
         "PublicIPv6": str(ext.addr6) if ext.addr6 else None,
         "BackendType": backend,
     }
     if backend == "vxlan":
-        data = {"VNI": config.vni, "VtepMAC": iface_mac(ext.name)}
+        # without a device (datapath off): a MAC that stays the same across restarts, as a
+        # kept device's does
+        data = {"VNI": config.vni, "VtepMAC": network.mac if network else iface_mac(ext.name)}
         if ext.addr:
             attrs["BackendData"] = data
         if ext.addr6:
             attrs["BackendV6Data"] = data
     report = Reporter()
     sn, sn6 = acquire(etcd, config, attrs, prev, prev6, report)
-    mtu = iface_mtu(ext.name) - OVERHEAD.get(backend, 0)
+    if network is not None:
+        try:
+            network.configure(sn, config.network)
+        except DatapathError as exc:
+            log("E", f"Error registering network: failed to configure interface: {exc}")
+            return 1
+    datapath = None
+    if DATAPATH:
+        # the watch has a client of its own: renewals go on meanwhile, from this thread
+        watcher = Etcd(flags["etcd-endpoints"], context, flags["etcd-prefix"])
+        datapath = Datapath(network, watcher, sn)
+        if flags["ip-masq"] and config.enable_ipv4:
+            prev_network = read_subnet_file(subnet_file, "FLANNEL_NETWORK", ipaddress.IPv4Network)
+            datapath.masquerade(
+                config.network,
+                sn,
+                prev_network,
+                prev,
+                flags.values.get("ip-masq-fully-random-disable", False),
+            )
+        if flags["iptables-forward-rules"] and config.enable_ipv4:
+            datapath.forward(config.network)
+    mtu = link_mtu - OVERHEAD.get(backend, 0)
     try:
         write_subnet_file(subnet_file, config, flags["ip-masq"], sn, sn6, mtu)
         log("I", f"Wrote subnet file to {subnet_file}")
     except OSError as exc:
         log("W", f"Failed to write subnet file: {exc}")
     log("I", "Running backend.")
+    if network is not None:
+        log("I", "watching for new subnet leases", "vxlan_network.go")
+        threading.Thread(target=datapath.watch, name="watch-leases", daemon=True).start()
     notify("READY=1")
-    renew_at = time.monotonic() + SUBNET_TTL - margin * 60
+    now = time.monotonic()
+    renew_at = now + SUBNET_TTL - margin * 60
+    resync = max(1, flags["iptables-resync"])
+    rules_at, routes_at = now + resync, now + ROUTE_CHECK_SECONDS
     while True:
-        time.sleep(max(0.0, min(60.0, renew_at - time.monotonic())))
-        if time.monotonic() >= renew_at:
+        due = min(renew_at, rules_at, routes_at) if datapath else renew_at
+        time.sleep(max(0.0, min(60.0, due - time.monotonic())))
+        now = time.monotonic()
+        if datapath and now >= rules_at:
+            datapath.resync_rules()
+            rules_at = now + resync
+        if datapath and now >= routes_at:
+            datapath.check_routes()
+            routes_at = now + ROUTE_CHECK_SECONDS
+        if now >= renew_at:
             retrying(report, etcd.write, sn, sn6, attrs, False)
             log("I", "Lease renewed", "local_manager.go")
             renew_at = time.monotonic() + SUBNET_TTL - margin * 60
