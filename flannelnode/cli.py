@@ -74,7 +74,9 @@ def _repo_flags(p: argparse.ArgumentParser) -> None:
 
 def _images_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--target", default="docker,qemu", help="comma-separated: docker,qemu,amazon-ebs (IMAGES)"
+        "--target",
+        help="comma-separated: docker,qemu,amazon-ebs (IMAGES); a target named here that cannot "
+        "be built is an error. Default: docker,qemu, skipping (loudly) one this host cannot build",
     )
     p.add_argument(
         "--base",
@@ -374,11 +376,14 @@ def _images(args: argparse.Namespace, reporter: Reporter) -> int:
     from . import images
 
     cfg = _load(args, reporter)
+    targets = None if args.target is None else _targets(args.target)
+    if targets == []:
+        raise ConfigError("--target names no target; give e.g. --target docker,qemu")
     for built in images.build(
         cfg,
         args.build_dir,
         reporter,
-        _targets(args.target),
+        targets,
         variant=args.variant,
         accelerator=args.accelerator,
         force=args.force,
