@@ -385,6 +385,7 @@ def _images(args: argparse.Namespace, reporter: Reporter) -> int:
         reporter,
         targets,
         variant=args.variant,
+        rpms=images.el_rpms(args.build_dir, args.variant),
         accelerator=args.accelerator,
         force=args.force,
     ):

@@ -40,6 +40,7 @@ TARGETS = ("docker", "qemu", "amazon-ebs")
 DEFAULT_TARGETS = ("docker", "qemu")  # what `images` builds when no --target names any
 QEMU_TOOLS = ("qemu-system-x86_64", "qemu-img", "mkisofs", "ssh-keygen")
 VARIANTS = ("debian-bookworm", "rocky-9")
+EL_VARIANTS = ("rocky-9",)  # bases that install flannel-node from our RPM with dnf
 REPOSITORY = "flannelnode/node"
 UPLOAD_PAYLOAD = "flannelnode-payload.tar"
 TIMEOUTS = {"docker": 1800.0, "qemu": 3600.0, "amazon-ebs": 5400.0}
@@ -126,6 +127,28 @@ def runnable(targets: Sequence[str] | None, reporter: Reporter) -> list[str]:
     if not left:
         raise ImagesError("images: every default target was skipped (see above); nothing built")
     return left
+
+
+def el_rpms(build_dir: Path, variant: str, arch: str | None = None) -> list[Path]:
+    """The RPM `build.py rpm` made for the image's arch, for EL bases; [] for the others."""
+    if variant not in EL_VARIANTS:
+        return []
+    from .rpm import RECORD, rpm_dir
+
+    arch = arch or host_arch()
+    record = _load(rpm_dir(build_dir) / RECORD).get(arch) or {}
+    path = rpm_dir(build_dir) / str(record.get("file", ""))
+    if not record.get("file") or not path.is_file():
+        raise ImagesError(
+            f"--base {variant} installs flannel-node from its RPM, and {rpm_dir(build_dir)} has "
+            f"none for {arch}: run `build.py rpm` first (make images does)"
+        )
+    if sha256_file(path) != record.get("sha256"):
+        raise integrity.IntegrityError(
+            f"{path}: not the RPM that `build.py rpm` recorded in {RECORD}; Packer was not "
+            "started. Run `build.py rpm` again."
+        )
+    return [path]
 
 
 def _digest(parts: dict[str, str]) -> str:
@@ -350,6 +373,7 @@ def _build_target(
 ) -> Built:
     name, staged, variant = t.name, t.staged, t.variant
     parts = t.inputs(base_image if name in ("docker", "qemu") else None)
+    parts |= {f"rpm {r.name}": sha256_file(r) for r in rpms}
     digest = _digest(parts)
     path = record_path(build_dir, name)
     record = _load(path)

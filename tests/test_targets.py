@@ -100,3 +100,25 @@ def test_the_same_target_named_is_an_error(
 def test_an_empty_target_list_is_bad_input(project, fetched, packer_calls) -> None:
     res = project.run("images", "--target", ",")
     assert res.rc == 2 and "--target" in res.err
+
+
+def test_an_el_base_gets_the_built_rpm(project, fetched, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`images --base rocky-9` hands Packer the RPM `rpm` built for the image's arch."""
+    shim = project.root / "packer-shim"
+    shim.mkdir()
+    seen = project.root / "uploaded"
+    (shim / "packer").write_text(
+        '#!/bin/sh\nfor a in "$@"; do case $a in -var=upload_dir=*)\n'
+        f'  ls "${{a#-var=upload_dir=}}/rpms" >>{seen};; esac; done\nexit 1\n'
+    )
+    (shim / "packer").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    monkeypatch.setattr(images, "require_docker_engine", lambda: None)
+    res = project.run("images", "--target", "docker", "--base", "rocky-9")
+    assert res.rc == 1 and "build.py rpm" in res.err and "Traceback" not in res.err
+    assert not seen.exists()  # no RPM yet: Packer not started
+    assert project.run("payload").rc == 0 and project.run("rpm").rc == 0
+    project.run("images", "--target", "docker", "--base", "rocky-9")
+    assert seen.read_text().split() == ["flannel-node-0.27.4-1.x86_64.rpm"]
+    # the Debian base gets none: it unpacks the payload tarball
+    assert images.el_rpms(project.build, "debian-bookworm") == []
