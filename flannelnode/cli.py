@@ -426,6 +426,9 @@ def _userdata(args: argparse.Namespace, reporter: Reporter) -> int:
     tls = userdata.TlsFiles(args.etcd_ca, args.etcd_cert, args.etcd_key)
     out = args.output or args.build_dir / "userdata" / "user-data"
     userdata.write(userdata.render(cfg, tls, args.seed_deadline, warn=reporter.log), out)
+    too_big = userdata.ec2_size_warning(out)
+    if too_big:
+        reporter.log(f"warning: {too_big}")
     reporter.log(f"{out}: holds the etcd client key (mode 0600); hand it only to your nodes")
     print(out)
     return 0

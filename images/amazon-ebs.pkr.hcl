@@ -79,6 +79,11 @@ source "amazon-ebs" "node" {
   instance_type = var.instance_type
   ssh_username  = var.ssh_username
   ami_name      = "${var.ami_prefix}-${var.flannel_version}-{{timestamp}}"
+  # the root volume of the AMI (and of every node launched from it) is encrypted, with the account's
+  # default EBS key unless kms_key_id says otherwise
+  encrypt_boot = true
+  # IMDSv2 with hop limit 1 (metadata_options, imds_support = "v2.0") is NOT set here: Packer 1.6.6's
+  # amazon builder rejects both ("An argument named imds_support is not expected here"); see README
   source_ami_filter {
     filters = {
       name                = var.source_ami_name
