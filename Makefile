@@ -34,7 +34,9 @@ endif
 export RPM_RELEASE FLANNELNODE_GPG_KEY FLANNELNODE_REPO_URL FLANNELNODE_QEMU_ACCEL \
 	FLANNELNODE_DEBIAN_MIRROR
 
-IMAGES ?= docker,qemu
+# empty: the default list (docker,qemu), which skips, loudly, a target this host cannot build;
+# a target named here that cannot be built is an error
+IMAGES ?=
 # etcd client TLS files on this host, for the user-data (all three, or none)
 ETCD_CA ?=
 ETCD_CERT ?=
@@ -46,7 +48,7 @@ ETCD_KEY ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 		awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: CONFIG=node.toml BUILD=build IMAGES=docker,qemu ARCH=amd64,arm64"
+	@echo "  variables: CONFIG=node.toml BUILD=build IMAGES=docker,qemu,amazon-ebs ARCH=amd64,arm64"
 	@echo "             FLANNEL_VERSION= FLANNEL_MIRROR=URL FLANNEL_TARBALL=PATH"
 
 deps: apt venv ## install Debian packages and the .venv (idempotent, fast when done)
@@ -92,12 +94,12 @@ docker-up: apt
 	@images/docker-up.sh
 
 base: deps docker-up ## Debian bookworm base image and qcow2 from the Debian mirror (debootstrap)
-	$(BUILDPY) base --target $(IMAGES)
+	$(BUILDPY) base $(if $(IMAGES),--target $(IMAGES))
 
 # The main job, in one process so that a no-op run is fast. The repo needs a signing key and the
 # user-data the etcd TLS files: without them those two steps are skipped, loudly.
 images: deps docker-up ## the main job: fetch, payload, RPMs, repo, images, user-data, manifest
-	$(BUILDPY) all --target $(IMAGES) $(if $(UNSIGNED),--unsigned) \
+	$(BUILDPY) all $(if $(IMAGES),--target $(IMAGES)) $(if $(UNSIGNED),--unsigned) \
 		$(if $(ETCD_CA),--etcd-ca $(ETCD_CA) --etcd-cert $(ETCD_CERT) --etcd-key $(ETCD_KEY))
 
 userdata: deps ## cloud-init user-data: make userdata ETCD_CA=ca.pem ETCD_CERT=c.pem ETCD_KEY=k.pem

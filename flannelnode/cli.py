@@ -74,7 +74,9 @@ def _repo_flags(p: argparse.ArgumentParser) -> None:
 
 def _images_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--target", default="docker,qemu", help="comma-separated: docker,qemu,amazon-ebs (IMAGES)"
+        "--target",
+        help="comma-separated: docker,qemu,amazon-ebs (IMAGES); a target named here that cannot "
+        "be built is an error. Default: docker,qemu, skipping (loudly) one this host cannot build",
     )
     p.add_argument(
         "--base",
@@ -374,12 +376,16 @@ def _images(args: argparse.Namespace, reporter: Reporter) -> int:
     from . import images
 
     cfg = _load(args, reporter)
+    targets = None if args.target is None else _targets(args.target)
+    if targets == []:
+        raise ConfigError("--target names no target; give e.g. --target docker,qemu")
     for built in images.build(
         cfg,
         args.build_dir,
         reporter,
-        _targets(args.target),
+        targets,
         variant=args.variant,
+        rpms=images.el_rpms(args.build_dir, args.variant),
         accelerator=args.accelerator,
         force=args.force,
     ):
@@ -420,6 +426,9 @@ def _userdata(args: argparse.Namespace, reporter: Reporter) -> int:
     tls = userdata.TlsFiles(args.etcd_ca, args.etcd_cert, args.etcd_key)
     out = args.output or args.build_dir / "userdata" / "user-data"
     userdata.write(userdata.render(cfg, tls, args.seed_deadline, warn=reporter.log), out)
+    too_big = userdata.ec2_size_warning(out)
+    if too_big:
+        reporter.log(f"warning: {too_big}")
     reporter.log(f"{out}: holds the etcd client key (mode 0600); hand it only to your nodes")
     print(out)
     return 0

@@ -37,7 +37,10 @@ from .tools import require, require_docker_engine
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 PROVISION = IMAGES_DIR / "provision.sh"
 TARGETS = ("docker", "qemu", "amazon-ebs")
+DEFAULT_TARGETS = ("docker", "qemu")  # what `images` builds when no --target names any
+QEMU_TOOLS = ("qemu-system-x86_64", "qemu-img", "mkisofs", "ssh-keygen")
 VARIANTS = ("debian-bookworm", "rocky-9")
+EL_VARIANTS = ("rocky-9",)  # bases that install flannel-node from our RPM with dnf
 REPOSITORY = "flannelnode/node"
 UPLOAD_PAYLOAD = "flannelnode-payload.tar"
 TIMEOUTS = {"docker": 1800.0, "qemu": 3600.0, "amazon-ebs": 5400.0}
@@ -84,15 +87,68 @@ def record_path(build_dir: Path, target: str) -> Path:
     return build_dir / "images" / f"{target}.json"
 
 
-def aws_credentials() -> bool:
-    env = os.environ
-    if (
-        env.get("AWS_ACCESS_KEY_ID")
-        or env.get("AWS_PROFILE")
-        or env.get("AWS_WEB_IDENTITY_TOKEN_FILE")
-    ):
-        return True
-    return (Path.home() / ".aws" / "credentials").exists()
+def aws_credentials() -> str | None:
+    """Where the AWS SDK finds credentials (env, shared-credentials-file, iam-role...), or None."""
+    from . import awscreds
+
+    return awscreds.find()
+
+
+def unavailable(target: str) -> str | None:
+    """Why this host cannot build a target, in one line with what to do; None when it can."""
+    if target == "amazon-ebs":
+        from .awscreds import WHERE
+
+        if aws_credentials() is None:
+            return (
+                f"no AWS credentials (looked where the AWS SDK looks: {WHERE}); configure some "
+                "(e.g. AWS_PROFILE) or leave amazon-ebs out of --target/IMAGES"
+            )
+    if target == "qemu":
+        try:
+            require(*QEMU_TOOLS)
+        except FlannelnodeError as exc:
+            return str(exc)
+    return None
+
+
+def runnable(targets: Sequence[str] | None, reporter: Reporter) -> list[str]:
+    """The targets to build. A target named explicitly (targets given) that cannot be built here
+    is an error (exit 1); only the default list (targets None) may skip one, with an alarm."""
+    chosen = list(DEFAULT_TARGETS if targets is None else targets)
+    reasons = {t: why for t in chosen if (why := unavailable(t)) is not None}
+    if targets is not None and reasons:
+        raise ImagesError(
+            "; ".join(f"images {t}: cannot be built here: {why}" for t, why in reasons.items())
+        )
+    for t, why in reasons.items():
+        reporter.alarm(f"images {t}: SKIPPED (not named with --target): {why}")
+    left = [t for t in chosen if t not in reasons]
+    if not left:
+        raise ImagesError("images: every default target was skipped (see above); nothing built")
+    return left
+
+
+def el_rpms(build_dir: Path, variant: str, arch: str | None = None) -> list[Path]:
+    """The RPM `build.py rpm` made for the image's arch, for EL bases; [] for the others."""
+    if variant not in EL_VARIANTS:
+        return []
+    from .rpm import RECORD, rpm_dir
+
+    arch = arch or host_arch()
+    record = _load(rpm_dir(build_dir) / RECORD).get(arch) or {}
+    path = rpm_dir(build_dir) / str(record.get("file", ""))
+    if not record.get("file") or not path.is_file():
+        raise ImagesError(
+            f"--base {variant} installs flannel-node from its RPM, and {rpm_dir(build_dir)} has "
+            f"none for {arch}: run `build.py rpm` first (make images does)"
+        )
+    if sha256_file(path) != record.get("sha256"):
+        raise integrity.IntegrityError(
+            f"{path}: not the RPM that `build.py rpm` recorded in {RECORD}; Packer was not "
+            "started. Run `build.py rpm` again."
+        )
+    return [path]
 
 
 def _digest(parts: dict[str, str]) -> str:
@@ -261,7 +317,7 @@ def build(
     config: Config,
     build_dir: Path,
     reporter: Reporter,
-    targets: Sequence[str] = ("docker", "qemu"),
+    targets: Sequence[str] | None = None,
     *,
     variant: str = "debian-bookworm",
     base_dir: Path | None = None,
@@ -271,37 +327,37 @@ def build(
     force: bool = False,
     on_line: Callable[[str], None] | None = None,
 ) -> list[Built]:
-    """Build each target for the host's arch; returns what the manifest records."""
-    unknown = [t for t in targets if t not in TARGETS]
+    """Build each target for the host's arch; returns what the manifest records.
+
+    targets None: the default list, whose targets this host cannot build are skipped loudly."""
+    unknown = [t for t in targets or () if t not in TARGETS]
     if unknown:
         raise ConfigError(f"unknown image target {', '.join(unknown)}; known: {', '.join(TARGETS)}")
-    for t in targets:
+    for t in targets or DEFAULT_TARGETS:
         var_files(t, variant)  # validates the variant name
     arch = host_arch()
     if arch not in config.flannel.arches:
         raise ConfigError(
             f"images are built for this host's arch ({arch}), which flannel.arches does not list"
         )
-    if "amazon-ebs" in targets and not aws_credentials():
-        reporter.log("images amazon-ebs: skipped (no AWS credentials in the environment)")
-        targets = [t for t in targets if t != "amazon-ebs"]
     require("packer")
-    if "docker" in targets:
+    chosen = runnable(targets, reporter)
+    if "docker" in chosen:
         require_docker_engine()
-    if "qemu" in targets:
-        require("qemu-system-x86_64", "qemu-img", "mkisofs", "ssh-keygen")
+    if "qemu" in chosen:
+        require(*QEMU_TOOLS)
 
     staged = next(s for s in stage(config, build_dir, reporter) if s.arch == arch)
-    local_base = variant == "debian-bookworm" and any(t in ("docker", "qemu") for t in targets)
+    local_base = variant == "debian-bookworm" and any(t in ("docker", "qemu") for t in chosen)
     base_image = (
-        base.build(base_dir or build_dir / "base", reporter, targets) if local_base else None
+        base.build(base_dir or build_dir / "base", reporter, chosen) if local_base else None
     )
     accel = accelerator or os.environ.get("FLANNELNODE_QEMU_ACCEL") or "tcg"
     log = on_line or (lambda line: reporter.log(f"  {line}"))
     return [
         _build_target(_Target(name, config, staged, variant, repository), base_image, build_dir,
                       reporter, rpms, accel, force, log)
-        for name in targets
+        for name in chosen
     ]  # fmt: skip
 
 
@@ -317,6 +373,7 @@ def _build_target(
 ) -> Built:
     name, staged, variant = t.name, t.staged, t.variant
     parts = t.inputs(base_image if name in ("docker", "qemu") else None)
+    parts |= {f"rpm {r.name}": sha256_file(r) for r in rpms}
     digest = _digest(parts)
     path = record_path(build_dir, name)
     record = _load(path)

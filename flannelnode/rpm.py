@@ -39,7 +39,7 @@ from .errors import FlannelnodeError, IntegrityError
 from .payload import MANIFEST, payload_dir
 from .progress import Reporter
 from .tools import require
-from .units import RUN_DIR
+from .units import RUN_DIR, STATE_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RPM_DIR = REPO_ROOT / "rpm"
@@ -148,6 +148,7 @@ def spec_context(manifest: dict[str, Any], release: str) -> dict[str, Any]:
         "flannel_version": manifest["flannel_version"],
         "prefix": prefix,
         "run_dir": RUN_DIR,
+        "state_dir": STATE_DIR,  # the seeder's marker directory: ours, %dir, empty
         # by basename: systemd-tmpfiles and systemd-sysctl find them, and honour an override of
         # the same name in /etc
         "tmpfiles": _names_in(files, "/usr/lib/tmpfiles.d"),

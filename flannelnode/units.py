@@ -33,7 +33,10 @@ DOCKER_ENV_FILE = f"{RUN_DIR}/docker"
 DOCKER_ENV_KEY = "DOCKER_NETWORK_OPTIONS"
 DOCKER_DROPIN_DIR = "/usr/share/flannelnode/docker"
 DOCKER_FLAVOURS = ("docker-ce", "docker.io", "moby-engine")
-SEED_MARKER = "/var/lib/flannelnode/seeded"
+# the seeder's marker; its directory comes from tmpfiles.d (and the RPM owns it): not
+# StateDirectory=, which needs systemd >= 235
+STATE_DIR = "/var/lib/flannelnode"
+SEED_MARKER = f"{STATE_DIR}/seeded"
 GENERATOR_PATH = "/usr/lib/systemd/system-generators/flannelnode-docker-generator"
 # kernel prerequisites of flanneld (br_netfilter since v0.26) and docker, loaded and set by the
 # node's own files at boot, never left to docker's side effects
@@ -103,7 +106,7 @@ def render(config: Config, units_dir: Path = UNITS_DIR) -> list[NodeFile]:
         "docker_env_key": DOCKER_ENV_KEY,
         "seed_env": seed_env_path(config),
         "seed_marker": SEED_MARKER,
-        "seed_state_dir": Path(SEED_MARKER).parent.name,  # StateDirectory= is under /var/lib
+        "state_dir": STATE_DIR,
         "modules_load": MODULES_LOAD,
         "sysctl_name": Path(SYSCTL_CONF).name,
     }

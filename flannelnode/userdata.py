@@ -29,6 +29,19 @@ from .tools import require
 from .units import NodeFile, seed_env_path
 
 DEFAULT_SEED_DEADLINE = 300
+# EC2 refuses user-data over 16 KB (raw, before base64); other clouds allow more
+EC2_USER_DATA_LIMIT = 16384
+
+
+def ec2_size_warning(path: Path) -> str | None:
+    """A warning when the file is over EC2's user-data limit, else None."""
+    size = path.stat().st_size
+    if size <= EC2_USER_DATA_LIMIT:
+        return None
+    return (
+        f"{path}: {size} bytes, over EC2's {EC2_USER_DATA_LIMIT}-byte user-data limit: an "
+        "instance launch with it fails on EC2 (fine for NoCloud/OpenStack); shorten the CA bundle"
+    )
 
 
 @dataclass(frozen=True)

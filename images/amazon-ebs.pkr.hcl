@@ -58,6 +58,12 @@ variable "upload_dir" {
   description = "a directory holding flannelnode-payload.tar and, for EL bases, rpms/*.rpm"
 }
 
+variable "engine_repo" {
+  type        = string
+  default     = "https://download.docker.com/linux/centos/docker-ce.repo"
+  description = "EL bases: the docker engine's .repo, an https:// URL or a .repo file's path in the image (air-gapped mirror); gpgcheck must stay on"
+}
+
 variable "provision_script" {
   type    = string
   default = "images/provision.sh"
@@ -73,6 +79,11 @@ source "amazon-ebs" "node" {
   instance_type = var.instance_type
   ssh_username  = var.ssh_username
   ami_name      = "${var.ami_prefix}-${var.flannel_version}-{{timestamp}}"
+  # the root volume of the AMI (and of every node launched from it) is encrypted, with the account's
+  # default EBS key unless kms_key_id says otherwise
+  encrypt_boot = true
+  # IMDSv2 with hop limit 1 (metadata_options, imds_support = "v2.0") is NOT set here: Packer 1.6.6's
+  # amazon builder rejects both ("An argument named imds_support is not expected here"); see README
   source_ami_filter {
     filters = {
       name                = var.source_ami_name
@@ -108,6 +119,7 @@ build {
     environment_vars = [
       "FLANNELNODE_PAYLOAD=/tmp/flannelnode/flannelnode-payload.tar",
       "FLANNELNODE_RPMS=/tmp/flannelnode/rpms",
+      "FLANNELNODE_ENGINE_REPO=${var.engine_repo}",
       "FLANNELNODE_BUILD_USER=${var.ssh_username}",
     ]
   }

@@ -2,9 +2,11 @@
 # Provision a flannelnode image: the one script every Packer target runs (docker, qemu, amazon-ebs)
 # on every base (Debian, Rocky). It runs as root inside the image being built, never on a node.
 #
-# 1. install the payload: our RPMs through dnf/yum on RPM-based bases when FLANNELNODE_RPMS names
-#    a directory of them, otherwise the payload tarball unpacked into /
-# 2. install a docker engine when the base has none, and cloud-init
+# 1. install the payload: on RPM-based bases our RPMs through dnf/yum when FLANNELNODE_RPMS names
+#    a directory of them, in one transaction with the docker engine from the engine's repository,
+#    added first (the RPM requires /usr/bin/dockerd), gpgcheck on; elsewhere the payload tarball
+#    unpacked into /
+# 2. install a docker engine when the base still has none, and cloud-init
 # 3. enable flanneld and docker
 # 4. remove what must not be shared between nodes: machine-id, ssh host keys, cloud-init state,
 #    package caches, logs, the build's temporary ssh key (as amazon-eks-ami does before an AMI)
@@ -13,14 +15,18 @@
 #   FLANNELNODE_PAYLOAD       the payload tarball (flannelnode-payload.tar) uploaded by Packer
 #   FLANNELNODE_RPMS          optional: a directory of flannelnode RPMs, used on EL bases when it
 #                             holds any (the tarball is the fallback everywhere)
-#   FLANNELNODE_DOCKER_REPO   optional: a docker-ce .repo URL for EL bases without docker
+#   FLANNELNODE_ENGINE_REPO   optional: the docker engine's .repo for EL bases without docker: an
+#                             https:// URL (default: docker-ce's) or the absolute path of a .repo
+#                             file in the image (a local mirror for air-gapped sites). A repo that
+#                             turns gpgcheck off is refused. (FLANNELNODE_DOCKER_REPO: older name)
 #   FLANNELNODE_BUILD_USER    optional: remove this user's authorized_keys at the end (the
 #                             build-time ssh key of the qemu and amazon-ebs targets)
 set -eu
 
 payload=${FLANNELNODE_PAYLOAD:-/tmp/flannelnode-payload.tar}
 rpms=${FLANNELNODE_RPMS:-}
-docker_repo=${FLANNELNODE_DOCKER_REPO:-https://download.docker.com/linux/centos/docker-ce.repo}
+engine_repo=${FLANNELNODE_ENGINE_REPO:-${FLANNELNODE_DOCKER_REPO:-https://download.docker.com/linux/centos/docker-ce.repo}}
+engine_packages="docker-ce docker-ce-cli containerd.io"
 build_user=${FLANNELNODE_BUILD_USER:-}
 
 say() {
@@ -62,11 +68,56 @@ pkg_install() {
 	fi
 }
 
+# The engine's repository, before anything that needs dockerd is installed; its packages are
+# signed, and a .repo that says otherwise is refused.
+add_engine_repo() {
+	mkdir -p /etc/yum.repos.d
+	case "$engine_repo" in
+	https://* | http://*)
+		say "adding the engine repository $engine_repo"
+		if command -v dnf >/dev/null 2>&1; then
+			dnf install -y -q dnf-plugins-core
+			dnf config-manager --add-repo "$engine_repo"
+		else
+			yum install -y -q yum-utils
+			yum-config-manager --add-repo "$engine_repo"
+		fi
+		;;
+	/*)
+		[ -r "$engine_repo" ] || die "engine repository file $engine_repo is missing (FLANNELNODE_ENGINE_REPO)"
+		say "adding the local engine repository $engine_repo"
+		cp "$engine_repo" /etc/yum.repos.d/
+		;;
+	*) die "FLANNELNODE_ENGINE_REPO=$engine_repo: give an https:// URL or the absolute path of a .repo file" ;;
+	esac
+	added=/etc/yum.repos.d/${engine_repo##*/}
+	[ -r "$added" ] || die "the engine repository did not land in $added"
+	if grep -Eq '^[[:space:]]*gpgcheck[[:space:]]*=[[:space:]]*(0|false|no)' "$added"; then
+		die "$added turns gpgcheck off: the engine must be installed signed; fix the .repo file"
+	fi
+}
+
+# every repository gpgchecked, whatever the base's dnf.conf says
+el_install() {
+	if command -v dnf >/dev/null 2>&1; then
+		dnf install -y -q --setopt=gpgcheck=1 "$@"
+	else
+		yum install -y -q --setopt=gpgcheck=1 "$@"
+	fi
+}
+
 # -- 1. the payload
 set -- "${rpms:-/nonexistent}"/*.rpm
 if [ "$family" = rpm ] && [ -e "$1" ]; then
-	say "installing flannelnode RPMs from $rpms"
-	pkg_install "$@"
+	if command -v dockerd >/dev/null 2>&1; then
+		say "installing flannel-node from $rpms (docker engine present)"
+	else
+		add_engine_repo
+		say "installing flannel-node from $rpms with $engine_packages"
+		# shellcheck disable=SC2086 # the package names split on purpose
+		set -- "$@" $engine_packages
+	fi
+	el_install "$@"
 else
 	[ -r "$payload" ] || die "payload tarball $payload is missing"
 	say "unpacking $payload into /"
@@ -88,15 +139,10 @@ elif [ "$family" = deb ]; then
 	say "installing docker.io from the distribution"
 	pkg_install docker.io iptables ca-certificates
 else
-	say "installing docker-ce from $docker_repo"
-	if command -v dnf >/dev/null 2>&1; then
-		dnf install -y -q dnf-plugins-core
-		dnf config-manager --add-repo "$docker_repo"
-	else
-		yum install -y -q yum-utils
-		yum-config-manager --add-repo "$docker_repo"
-	fi
-	pkg_install docker-ce docker-ce-cli containerd.io
+	add_engine_repo
+	say "installing $engine_packages"
+	# shellcheck disable=SC2086 # the package names split on purpose
+	el_install $engine_packages
 fi
 if ! command -v cloud-init >/dev/null 2>&1; then
 	say "installing cloud-init"

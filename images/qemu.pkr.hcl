@@ -70,6 +70,12 @@ variable "upload_dir" {
   description = "a directory holding flannelnode-payload.tar and, for EL bases, rpms/*.rpm"
 }
 
+variable "engine_repo" {
+  type        = string
+  default     = "https://download.docker.com/linux/centos/docker-ce.repo"
+  description = "EL bases: the docker engine's .repo, an https:// URL or a .repo file's path in the image (air-gapped mirror); gpgcheck must stay on"
+}
+
 variable "provision_script" {
   type    = string
   default = "images/provision.sh"
@@ -146,6 +152,7 @@ build {
     environment_vars = [
       "FLANNELNODE_PAYLOAD=/tmp/flannelnode/flannelnode-payload.tar",
       "FLANNELNODE_RPMS=/tmp/flannelnode/rpms",
+      "FLANNELNODE_ENGINE_REPO=${var.engine_repo}",
       "FLANNELNODE_BUILD_USER=${var.ssh_username}",
     ]
   }

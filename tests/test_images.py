@@ -138,6 +138,18 @@ def test_template_validates(target: str, variant: str, tmp_path: Path) -> None:
     packer.validate(images.template(target), _validate_vars(target, tmp_path), var_files=files)
 
 
+def test_the_ami_has_an_encrypted_root_volume(tmp_path: Path) -> None:
+    """Asserted on the text alongside `packer validate`, which proves Packer accepts it."""
+    tpl = images.template("amazon-ebs")
+    settings = [ln.split("#")[0].split() for ln in tpl.read_text().splitlines()]
+    assert ["encrypt_boot", "=", "true"] in settings
+    packer.validate(tpl, _validate_vars("amazon-ebs", tmp_path))
+    off = tmp_path / "off.pkr.hcl"
+    off.write_text(tpl.read_text().replace("encrypt_boot = true", "encrypt_boot = 3x"))
+    with pytest.raises(packer.PackerError):
+        packer.validate(off, _validate_vars("amazon-ebs", tmp_path))
+
+
 def test_a_broken_template_fails_validation_with_packers_message(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pkr.hcl"
     bad.write_text(images.template("docker").read_text().replace("commit = true", "commit = 3x"))

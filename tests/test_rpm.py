@@ -224,6 +224,7 @@ def test_rpm_packages_the_payload_exactly(project, built):
             "/opt/kubernetes/cfg",
             "/usr/share/flannelnode",
             "/usr/share/flannelnode/docker",
+            "/var/lib/flannelnode",  # the seeder's marker directory (no StateDirectory=)
         ]
         requires = set(_run("rpm", "-qp", "--requires", b.path).stdout.split("\n"))
         assert {"systemd", "iptables", "/usr/bin/dockerd", "python3", "/bin/sh"} <= requires
@@ -691,6 +692,10 @@ def test_dnf_installs_upgrades_and_removes_from_the_signed_repo(project, built, 
     )
     assert stat.S_IMODE(flanneld.stat().st_mode) == 0o755
     assert stat.S_IMODE(node.path("/opt/kubernetes/cfg/flanneld").stat().st_mode) == 0o644
+    # the seeder's marker directory, there from the package itself on any systemd
+    assert stat.S_IMODE(node.path("/var/lib/flannelnode").stat().st_mode) == 0o755
+    owner = node.rpm_q("-qf", "/var/lib/flannelnode").stdout.strip()
+    assert owner == "flannel-node-0.27.4-1.x86_64"
     assert node.calls() == [  # %post ran, through busybox sh
         "systemctl --no-reload preset flanneld.service",
         "systemctl daemon-reload",

@@ -391,6 +391,48 @@ def test_tmpfiles_entry(default_config: config.Config, tmp_path: Path) -> None:
     assert created.is_dir() and created.stat().st_mode & 0o7777 == 0o755
 
 
+def test_the_seed_marker_directory_comes_from_tmpfiles_not_state_directory(
+    default_config: config.Config, tmp_path: Path
+) -> None:
+    """StateDirectory= needs systemd >= 235 (EL7 has 219): no unit may rely on it, and the
+    marker's directory must exist on any systemd, so the seeder runs once, not at every boot."""
+    rendered = units.render(default_config)
+    for f in rendered:
+        if f.path.endswith(".service") or f.path.endswith(".conf"):
+            directives = [ln.strip() for ln in f.content.decode().splitlines()]
+            assert not [d for d in directives if d.startswith("StateDirectory")], f.path
+    root = node_root(tmp_path, default_config)
+    tmpfiles = require("systemd-tmpfiles", "systemd")
+    result = subprocess.run(
+        [tmpfiles, "--create", f"--root={root}", "flannel.conf"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    state = root / units.STATE_DIR.lstrip("/")
+    assert state.is_dir() and state.stat().st_mode & 0o7777 == 0o755
+    assert str(Path(units.SEED_MARKER).parent) == units.STATE_DIR
+    # the unit's own marker command then works, and its condition then skips the unit
+    seed = _content(rendered, f"{units.UNIT_DIR}/flannel-seed-etcd.service")
+    post = next(ln for ln in seed.splitlines() if ln.startswith("ExecStartPost="))
+    assert post == f"ExecStartPost=/bin/touch {units.SEED_MARKER}"
+    subprocess.run(["touch", str(root / units.SEED_MARKER.lstrip("/"))], check=True)
+    assert (root / units.SEED_MARKER.lstrip("/")).is_file()
+
+
+def test_every_unit_verifies(default_config: config.Config, tmp_path: Path) -> None:
+    """systemd-analyze verify of every unit the payload ships, together."""
+    root = node_root(tmp_path, default_config)
+    names = [
+        Path(f.path).name
+        for f in units.render(default_config)
+        if f.path.startswith(units.UNIT_DIR + "/")
+    ]
+    assert {"flanneld.service", "flannel-seed-etcd.service"} <= set(names)
+    assert_clean(verify(root, *names))
+
+
 # --- the docker flavour generator -------------------------------------------------------------
 
 

@@ -165,3 +165,21 @@ def test_seed_iso_carries_a_network_config(project, certs, tmp_path):
         capture_output=True, check=True,
     ).stdout  # fmt: skip
     assert extracted == network.read_bytes()
+
+
+def test_userdata_over_ec2s_16k_limit_is_a_warning(project, certs, tmp_path):
+    project.config()
+    res = _userdata(project, certs)
+    assert res.rc == 0 and "16384" not in res.err  # the usual size: no warning
+    bundle = tmp_path / "ca-bundle.pem"
+    bundle.write_text(certs.ca.read_text() * 30)  # a long CA bundle
+    res = project.run(
+        "userdata",
+        "--etcd-ca", str(bundle),
+        "--etcd-cert", str(certs.cert),
+        "--etcd-key", str(certs.key),
+    )  # fmt: skip
+    assert res.rc == 0, res.err
+    out = project.build / "userdata" / "user-data"
+    assert out.stat().st_size > 16384
+    assert "over EC2's 16384-byte user-data limit" in res.err
