@@ -61,7 +61,12 @@ def net_conf(config: Config, *, public: bool) -> NodeFile:
 
 def node_files(config: Config) -> list[NodeFile]:
     """Every file but flanneld: rendered units and config, node scripts, the network config."""
-    return [*units.render(config), *units.scripts(config), net_conf(config, public=True)]
+    return [
+        *units.render(config),
+        *units.scripts(config),
+        *units.licenses(),
+        net_conf(config, public=True),
+    ]
 
 
 def payload_dir(build_dir: Path, arch: str) -> Path:

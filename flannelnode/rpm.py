@@ -39,7 +39,7 @@ from .errors import FlannelnodeError, IntegrityError
 from .payload import MANIFEST, payload_dir
 from .progress import Reporter
 from .tools import require
-from .units import RUN_DIR, STATE_DIR
+from .units import LICENSE_DIR, RUN_DIR, STATE_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RPM_DIR = REPO_ROOT / "rpm"
@@ -60,6 +60,7 @@ SYSTEM_DIRS = frozenset(
         "/usr/lib64",
         "/usr/libexec",
         "/usr/share",
+        "/usr/share/licenses",
         "/usr/local",
         "/usr/local/bin",
         "/usr/local/sbin",
@@ -140,7 +141,14 @@ def spec_context(manifest: dict[str, Any], release: str) -> dict[str, Any]:
         path = entry["path"]
         if not _PLAIN_PATH.fullmatch(path):
             raise RpmError(f"{path!r}: rpm cannot package this path as it is (glob or macro chars)")
-        files.append({"path": path, "mode": entry["mode"], "config": path in config_files})
+        files.append(
+            {
+                "path": path,
+                "mode": entry["mode"],
+                "config": path in config_files,
+                "license": path.startswith(f"{LICENSE_DIR}/"),
+            }
+        )
     return {
         "name": NAME,
         "version": rpm_version(manifest["flannel_version"]),

@@ -38,6 +38,9 @@ DOCKER_FLAVOURS = ("docker-ce", "docker.io", "moby-engine")
 STATE_DIR = "/var/lib/flannelnode"
 SEED_MARKER = f"{STATE_DIR}/seeded"
 GENERATOR_PATH = "/usr/lib/systemd/system-generators/flannelnode-docker-generator"
+# flanneld is flannel's Apache-2.0 binary: its licence travels with it (the RPM flags it %license)
+LICENSE_DIR = "/usr/share/licenses/flannel-node"
+LICENSES_DIR = REPO_ROOT / "licenses"
 # kernel prerequisites of flanneld (br_netfilter since v0.26) and docker, loaded and set by the
 # node's own files at boot, never left to docker's side effects
 MODULES_LOAD = "/usr/lib/modules-load.d/flannel.conf"
@@ -139,3 +142,12 @@ def scripts(config: Config, scripts_dir: Path = SCRIPTS_DIR) -> list[NodeFile]:
         ("flannelnode-docker-generator", GENERATOR_PATH),
     )
     return [NodeFile(path, 0o755, (scripts_dir / name).read_bytes()) for name, path in placed]
+
+
+def licenses() -> list[NodeFile]:
+    """Licences of what we redistribute: flannel's, for flanneld (licenses/ in the repository)."""
+    return [
+        NodeFile(
+            f"{LICENSE_DIR}/flannel-LICENSE", 0o644, (LICENSES_DIR / "flannel-LICENSE").read_bytes()
+        )
+    ]

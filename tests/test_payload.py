@@ -46,6 +46,7 @@ def test_payload_tree_modes_and_manifest(project, fetched):
             "/usr/share/flannelnode/docker/docker-ce.conf",
             "/usr/share/flannelnode/docker/docker.io.conf",
             "/usr/share/flannelnode/docker/moby-engine.conf",
+            "/usr/share/licenses/flannel-node/flannel-LICENSE",
         }
         assert (root / "opt/kubernetes/bin/flanneld").read_bytes() == body
         for path, entry in paths.items():

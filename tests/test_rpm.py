@@ -209,14 +209,17 @@ def test_rpm_packages_the_payload_exactly(project, built):
                 dirs.append(path)
             else:
                 files[path] = (f"{int(mode, 8) & 0o7777:04o}", flags.rstrip("_"), digest[0])
+        licence = "/usr/share/licenses/flannel-node/flannel-LICENSE"
+        flags = {"/opt/kubernetes/cfg/flanneld": "cn", "/opt/kubernetes/cfg/net-conf.json": "cn"}
+        flags[licence] = "l"  # %license: flannel's licence ships with its binary
         assert files == {
-            e["path"]: (
-                e["mode"],
-                "cn" if e["path"].startswith("/opt/kubernetes/cfg/") else "",
-                e["sha256"],
-            )
-            for e in manifest["files"]
+            e["path"]: (e["mode"], flags.get(e["path"], ""), e["sha256"]) for e in manifest["files"]
         }
+        assert _run("rpm", "-qpL", b.path).stdout.split() == [licence]
+        assert (
+            "Apache License"
+            in (project.build / "payload" / b.arch / "root" / licence[1:]).read_text()
+        )
         # our own directories, none that the filesystem or systemd package owns
         assert dirs == [
             "/opt/kubernetes",
@@ -224,6 +227,7 @@ def test_rpm_packages_the_payload_exactly(project, built):
             "/opt/kubernetes/cfg",
             "/usr/share/flannelnode",
             "/usr/share/flannelnode/docker",
+            "/usr/share/licenses/flannel-node",
             "/var/lib/flannelnode",  # the seeder's marker directory (no StateDirectory=)
         ]
         requires = set(_run("rpm", "-qp", "--requires", b.path).stdout.split("\n"))
