@@ -29,6 +29,32 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No AWS credentials from the caller's shell or home, and no probe of the real metadata
+    address; returns the empty home the SDK searches."""
+    for var in list(os.environ):
+        if var.startswith("AWS_"):
+            monkeypatch.delenv(var)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return home
+
+
+def packer_shim(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `packer` first on PATH that records its arguments and fails, so nothing is built.
+    Returns the file its calls go to (absent while it was never called)."""
+    shim = root / "packer-shim"
+    shim.mkdir()
+    calls = root / "packer-calls"
+    (shim / "packer").write_text(f'#!/bin/sh\necho "$@" >>{calls}\nexit 1\n')
+    (shim / "packer").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    return calls
+
+
+@pytest.fixture
 def server() -> Iterator[ReleaseServer]:
     srv = ReleaseServer().start()
     yield srv

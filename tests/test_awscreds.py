@@ -8,7 +8,6 @@ the metadata service.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -33,17 +32,7 @@ CREDS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No credentials from the caller's shell or home, and no probe of the real metadata address."""
-    for var in list(os.environ):
-        if var.startswith("AWS_"):
-            monkeypatch.delenv(var)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    return home
+pytestmark = pytest.mark.usefixtures("no_aws")
 
 
 class _Imds(BaseHTTPRequestHandler):

@@ -33,6 +33,7 @@ from flannelnode.tools import require
 from verify.checks import SUBNET_ENV, dockerd_args, env_file, lease_network
 
 from . import vm
+from .conftest import packer_shim
 from .etcd_cluster import EtcdCluster
 from .standin_release import config_text
 from .tamper import flip_byte, snapshot, stage_root, tampers
@@ -293,21 +294,13 @@ def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, tes
     assert record["image_id"] == docker.image_id and record["inputs"] == docker.inputs
 
     # -- a second run with unchanged inputs starts no Packer process at all
-    shim = project.root / "shim"
-    shim.mkdir()
-    calls = project.root / "packer-calls"
-    (shim / "packer").write_text(f'#!/bin/sh\necho "$@" >>{calls}\nexit 1\n')
-    (shim / "packer").chmod(0o755)
-    path = os.environ["PATH"]
-    os.environ["PATH"] = f"{shim}:{path}"
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        calls = packer_shim(project.root, mp)
         started = time.monotonic()
         again = images.build(
             cfg, project.build, quiet, ("docker",), base_dir=base_dir, repository=test_images
         )
         noop = time.monotonic() - started
-    finally:
-        os.environ["PATH"] = path
     print(f"docker target no-op: {noop:.2f}s")
     assert not calls.exists(), calls.read_text()
     assert [b.rebuilt for b in again] == [False] and again[0].image_id == docker.image_id
@@ -420,12 +413,7 @@ def test_a_broken_provisioner_fails_cleanly(
 def no_base_no_packer(project, monkeypatch) -> Iterator[list[str]]:
     """Records whether images got as far as the base image or Packer (and stops either)."""
     reached: list[str] = []
-    shim = project.root / "packer-shim"
-    shim.mkdir()
-    calls = project.root / "packer-calls"
-    (shim / "packer").write_text(f'#!/bin/sh\necho "$@" >>{calls}\nexit 1\n')
-    (shim / "packer").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    calls = packer_shim(project.root, monkeypatch)
 
     def no_base(*args, **kwargs):
         reached.append("base")

@@ -12,26 +12,14 @@ import pytest
 
 from flannelnode import base, images
 
+from .conftest import packer_shim
 
-@pytest.fixture(autouse=True)
-def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in list(os.environ):
-        if var.startswith("AWS_"):
-            monkeypatch.delenv(var)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never the real metadata address
+pytestmark = pytest.mark.usefixtures("no_aws")
 
 
 @pytest.fixture
 def packer_calls(project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    shim = project.root / "packer-shim"
-    shim.mkdir()
-    calls = project.root / "packer-calls"
-    (shim / "packer").write_text(f'#!/bin/sh\necho "$@" >>{calls}\nexit 1\n')
-    (shim / "packer").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    calls = packer_shim(project.root, monkeypatch)
 
     def no_base(*args, **kwargs):
         raise images.ImagesError("the test stops images at the base image")
