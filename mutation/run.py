@@ -22,6 +22,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import filters
+
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "mutation"
 TARGETS = Path(__file__).resolve().parent / "targets.toml"
@@ -63,38 +65,62 @@ def _mutated_line(diff: str) -> str:
     return added[0].strip() if added else ""
 
 
+def _module_path(module: str, stem: str) -> str:
+    """cosmic-ray only mutates files named *.py: a script (the node seeder) is reached through a
+    symlink under build/mutation/, which cosmic-ray's writes follow to the script itself."""
+    if module.endswith(".py"):
+        return module
+    link = OUT / "scripts" / f"{stem}.py"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to(REPO / module)
+    return str(link.relative_to(REPO))
+
+
 def run_module(module: str, tests: list[str]) -> tuple[int, int, list[Survivor], float]:
     """(killed, counted, survivors, seconds) for one module."""
     OUT.mkdir(parents=True, exist_ok=True)
-    stem = module.replace("/", "_").removesuffix(".py")
+    stem = module.replace("/", "_").replace("-", "_").removesuffix(".py")
     config, session = OUT / f"{stem}.toml", OUT / f"{stem}.sqlite"
-    _config(module, tests, config)
+    _config(_module_path(module, stem), tests, config)
     started = time.monotonic()
     cosmic = [sys.executable, "-m", "cosmic_ray.cli"]
+    twins_file = OUT / f"{stem}.twins.json"
     if not (os.environ.get("MUTATE_RESUME") and session.exists()):
         session.unlink(missing_ok=True)
         subprocess.run([*cosmic, "init", str(config), str(session)], check=True, cwd=REPO)
+        twins, annotations = filters.mark(session, REPO)
+        twins_file.write_text(json.dumps(twins))
+        print(f"{module}: {annotations} mutants in annotations not run (never evaluated)")
+    twin_of = json.loads(twins_file.read_text()) if twins_file.exists() else {}
     subprocess.run([*cosmic, "exec", str(config), str(session)], check=True, cwd=REPO)
     dump = subprocess.run(
         [*cosmic, "dump", str(session)], check=True, cwd=REPO, capture_output=True, text=True
     ).stdout
     equivalent = _equivalent()
+    jobs = [json.loads(line) for line in dump.splitlines()]
+    outcome = {job["job_id"]: (result or {}).get("test_outcome") for job, result in jobs}
+    weight = {job_id: 1 for job_id in outcome}
+    for twin, runs in twin_of.items():  # a twin counts with the outcome of the one that ran
+        weight[runs] += 1
+        weight[twin] = 0
     killed = counted = 0
     survivors = []
-    for line in dump.splitlines():
-        job, result = json.loads(line)
-        if result is None:
+    for job, result in jobs:
+        if result is None or not weight[job["job_id"]]:
             continue
         mutation = job["mutations"][0]
         diff = result.get("diff") or ""
         operator = mutation["operator_name"]
         if (module, operator, _mutated_line(diff)) in equivalent:
             continue
-        counted += 1
-        if result["test_outcome"] == "survived":
+        if outcome[job["job_id"]] is None:  # not run (an interrupted session)
+            continue
+        counted += weight[job["job_id"]]
+        if outcome[job["job_id"]] == "survived":
             survivors.append(Survivor(module, int(mutation["start_pos"][0]), operator, diff))
         else:
-            killed += 1
+            killed += weight[job["job_id"]]
     return killed, counted, survivors, time.monotonic() - started
 
 
