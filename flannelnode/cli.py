@@ -49,7 +49,9 @@ def _tls_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def _userdata_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, help="default: <build-dir>/userdata/user-data")
-    p.add_argument("--seed-deadline", type=int, default=300, help="seconds the node waits for etcd")
+    p.add_argument(
+        "--seed-deadline", type=int, help="seconds the node waits for etcd (default: 300)"
+    )
 
 
 def _rpm_flags(p: argparse.ArgumentParser) -> None:
@@ -425,7 +427,10 @@ def _userdata(args: argparse.Namespace, reporter: Reporter) -> int:
     netconf.check_config(cfg)
     tls = userdata.TlsFiles(args.etcd_ca, args.etcd_cert, args.etcd_key)
     out = args.output or args.build_dir / "userdata" / "user-data"
-    userdata.write(userdata.render(cfg, tls, args.seed_deadline, warn=reporter.log), out)
+    deadline = args.seed_deadline
+    if deadline is None:
+        deadline = userdata.DEFAULT_SEED_DEADLINE
+    userdata.write(userdata.render(cfg, tls, deadline, warn=reporter.log), out)
     too_big = userdata.ec2_size_warning(out)
     if too_big:
         reporter.log(f"warning: {too_big}")

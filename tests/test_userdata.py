@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import subprocess
@@ -54,7 +55,19 @@ def test_userdata_passes_cloud_inits_schema_and_carries_the_certs(project, certs
     text = out.read_text()
     assert text.startswith("#cloud-config\n")
     doc = yaml.safe_load(text)
+    # in the order a person reads them: what is written, then what runs; each file path first
+    assert list(doc) == ["write_files", "runcmd"]
+    assert list(doc["write_files"][0]) == ["path", "owner", "permissions", "content"]
     files = {f["path"]: f for f in doc["write_files"]}
+    # exactly these: the TLS files, then what user-data writes over the payload's copies
+    assert list(files) == [
+        "/opt/etcd/ssl/ca.pem",
+        "/opt/etcd/ssl/flannel-client.pem",
+        "/opt/etcd/ssl/flannel-client-key.pem",
+        "/opt/kubernetes/cfg/flanneld",
+        "/opt/kubernetes/cfg/net-conf.json",
+        "/opt/kubernetes/cfg/flannel-seed",
+    ]
     for node_path, local in [
         ("/opt/etcd/ssl/ca.pem", certs.ca),
         ("/opt/etcd/ssl/flannel-client.pem", certs.cert),
@@ -183,3 +196,85 @@ def test_userdata_over_ec2s_16k_limit_is_a_warning(project, certs, tmp_path):
     out = project.build / "userdata" / "user-data"
     assert out.stat().st_size > 16384
     assert "over EC2's 16384-byte user-data limit" in res.err
+
+
+def test_a_pem_file_without_a_final_newline_gets_one(project, certs, tmp_path):
+    key = tmp_path / "key.pem"
+    key.write_text(certs.key.read_text().rstrip("\n"))
+    project.config()
+    res = _userdata_with(project, certs, key=key)
+    assert res.rc == 0, res.err
+    doc = yaml.safe_load((project.build / "userdata" / "user-data").read_text())
+    files = {f["path"]: f["content"] for f in doc["write_files"]}
+    assert files["/opt/etcd/ssl/flannel-client-key.pem"] == certs.key.read_text()
+
+
+@pytest.mark.parametrize("kind", ["directory", "binary"])
+def test_a_pem_path_that_is_not_pem_text_exits_2_naming_it(project, certs, tmp_path, kind):
+    ca = tmp_path / "ca.pem"
+    if kind == "directory":
+        ca.mkdir()
+    else:
+        ca.write_bytes(b"\x30\x82\x03\xff" + bytes(range(128, 256)))  # DER, not PEM
+    project.config()
+    res = _userdata_with(project, certs, ca=ca)
+    assert res.rc == 2
+    assert f"--etcd-ca {ca}: cannot read it as PEM text" in res.err
+    assert not (project.build / "userdata" / "user-data").exists()
+
+
+def _userdata_with(project, certs, **given):
+    paths = {"ca": certs.ca, "cert": certs.cert, "key": certs.key, **given}
+    return project.run("userdata", *(a for k, v in paths.items() for a in (f"--etcd-{k}", str(v))))
+
+
+@pytest.mark.parametrize(("size", "warned"), [(16384, False), (16385, True)])
+def test_ec2_user_data_limit_is_16_kib_inclusive(tmp_path, size, warned):
+    """EC2 accepts user-data up to 16 KB (16384 bytes) raw, before base64."""
+    from flannelnode.userdata import ec2_size_warning
+
+    path = tmp_path / "user-data"
+    path.write_bytes(b"#" * size)
+    warning = ec2_size_warning(path)
+    assert (warning is not None) == warned
+    if warned:
+        assert f"{size} bytes" in warning
+
+
+def test_the_default_seed_deadline_is_the_clis(certs, tmp_path):
+    """render() without a deadline (verify's nodes) and the CLI's default agree: 300 s."""
+    from flannelnode import userdata
+
+    cfg = config.loads(None, "node.toml", tmp_path, env={})
+    tls = userdata.TlsFiles(certs.ca, certs.cert, certs.key)
+    assert " --deadline=300" in userdata.render(cfg, tls)
+    # as verify's lab nodes call it: options by name
+    assert " --deadline=60" in userdata.render(cfg, tls, seed_deadline=60, check_tls=False)
+
+
+def test_a_failing_cloud_localds_is_one_line_exit_1(project, certs, tmp_path, monkeypatch):
+    """cloud-localds cannot be made to fail with inputs seed-iso accepts (they are checked first);
+    a cloud-localds that fails as a full disk makes it fail."""
+    project.config()
+    assert _userdata(project, certs).rc == 0
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    fake = tools / "cloud-localds"
+    fake.write_text("#!/bin/sh\necho 'genisoimage: No space left on device' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    res = project.run("seed-iso")
+    assert res.rc == 1
+    assert res.err.strip().splitlines()[-1] == (
+        "error: cloud-localds failed: genisoimage: No space left on device"
+    )
+    assert not (project.build / "userdata" / "seed.iso").exists()
+
+
+def test_seed_iso_creates_the_folders_of_its_output(project, certs, tmp_path):
+    project.config()
+    assert _userdata(project, certs).rc == 0
+    out = tmp_path / "isos" / "node-1" / "seed.iso"
+    res = project.run("seed-iso", "-o", str(out))
+    assert res.rc == 0, res.err
+    assert out.is_file()
