@@ -114,7 +114,7 @@ def run_module(module: str, tests: list[str]) -> tuple[int, int, list[Survivor],
         operator = mutation["operator_name"]
         if (module, operator, _mutated_line(diff)) in equivalent:
             continue
-        if outcome[job["job_id"]] is None:  # not run (an interrupted session)
+        if outcome[job["job_id"]] in (None, "incompetent"):  # not run, or could not be made
             continue
         counted += weight[job["job_id"]]
         if outcome[job["job_id"]] == "survived":
