@@ -28,8 +28,9 @@ def host_arch() -> str:
     return _MACHINE_ARCH.get(platform.machine(), platform.machine())
 
 
-def problem(arch: str, binfmt_dir: Path = BINFMT_DIR) -> str | None:
+def problem(arch: str, binfmt_dir: Path | None = None) -> str | None:
     """Why arch's binaries cannot run here, in one line with what to do; None when they can."""
+    binfmt_dir = binfmt_dir or BINFMT_DIR
     if arch == host_arch():
         return None
     qemu = QEMU_ARCH.get(arch)
