@@ -20,7 +20,8 @@ APT_PACKAGES := ca-certificates git openssl gcc dash shellcheck systemd \
 	etcd-server etcd-client cloud-init cloud-image-utils \
 	rpm createrepo-c dnf gnupg rpmlint busybox-static cpio \
 	docker.io packer debootstrap qemu-system-x86 qemu-utils genisoimage e2fsprogs fdisk \
-	openssh-client socat iproute2 iptables
+	openssh-client socat iproute2 iptables \
+	qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 
 # Common knobs, passed to build.py through the environment (see node.toml for all settings).
 export FLANNEL_VERSION FLANNEL_ASSET FLANNEL_ARCHES ARCH FLANNEL_MIRROR FLANNEL_TARBALL \
@@ -42,7 +43,7 @@ ETCD_CA ?=
 ETCD_CERT ?=
 ETCD_KEY ?=
 
-.PHONY: help deps apt venv docker-up fetch lock lint payload rpm repo base images userdata \
+.PHONY: help deps apt binfmt venv docker-up fetch lock lint payload rpm repo base images userdata \
 	manifest verify test test-quick mutate bench check clean
 
 help: ## list the targets
@@ -51,7 +52,7 @@ help: ## list the targets
 	@echo "  variables: CONFIG=node.toml BUILD=build IMAGES=docker,qemu,amazon-ebs ARCH=amd64,arm64"
 	@echo "             FLANNEL_VERSION= FLANNEL_MIRROR=URL FLANNEL_TARBALL=PATH"
 
-deps: apt venv ## install Debian packages and the .venv (idempotent, fast when done)
+deps: apt binfmt venv ## install Debian packages and the .venv (idempotent, fast when done)
 
 apt:
 	@missing=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(APT_PACKAGES) 2>/dev/null | \
@@ -63,6 +64,12 @@ apt:
 		$$sudo apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+# arm64 binaries run on this host through qemu-user-static: a kernel-wide binfmt_misc entry with
+# the F flag (README, "Node images"); images/binfmt.sh is idempotent, this test only saves a sudo
+binfmt: apt
+	@grep -qs '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 || \
+		$$([ "$$(id -u)" = 0 ] || echo sudo) images/binfmt.sh aarch64
 
 venv: $(STAMP)
 
@@ -93,8 +100,8 @@ repo: rpm ## sign the RPMs into a yum repo in build/repo/ (FLANNELNODE_GPG_KEY=,
 docker-up: apt
 	@images/docker-up.sh
 
-base: deps docker-up ## Debian bookworm base image and qcow2 from the Debian mirror (debootstrap)
-	$(BUILDPY) base $(if $(IMAGES),--target $(IMAGES))
+base: deps docker-up ## Debian bookworm base images (per ARCH) and qcow2 from the Debian mirror
+	$(BUILDPY) base $(if $(IMAGES),--target $(IMAGES)) $(if $(ARCH),--arch $(ARCH))
 
 # The main job, in one process so that a no-op run is fast. The repo needs a signing key and the
 # user-data the etcd TLS files: without them those two steps are skipped, loudly.

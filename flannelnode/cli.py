@@ -159,7 +159,17 @@ def parser() -> argparse.ArgumentParser:
         parents=[common],
         help="build the Debian bookworm base: docker image and qcow2 (debootstrap; root)",
     )
-    p.add_argument("--target", default="docker,qemu", help="docker,qemu (default: both)")
+    p.add_argument(
+        "--target",
+        help="docker,qemu (default: both; the qcow2 for amd64 only, so naming qemu with another "
+        "arch is an error)",
+    )
+    p.add_argument(
+        "--arch",
+        default="amd64",
+        help="comma-separated: amd64,arm64 (make ARCH=); a foreign arch runs under qemu-user "
+        "(make binfmt). Default: amd64",
+    )
     p.add_argument("--force", action="store_true", help="rebuild even when the recipe is unchanged")
     p.set_defaults(run=_base)
 
@@ -364,11 +374,25 @@ def _targets(value: str) -> list[str]:
 def _base(args: argparse.Namespace, reporter: Reporter) -> int:
     from . import base
 
-    targets = [t for t in _targets(args.target) if t in ("docker", "qemu")]
-    built = base.build(args.build_dir / "base", reporter, targets, force=args.force)
-    print(f"{built.image}  {built.image_id}")
-    if built.qcow2:
-        print(f"{built.qcow2}  sha256:{built.qcow2_sha256}")
+    named = args.target is not None
+    targets = [t for t in _targets(args.target or "docker,qemu") if t in ("docker", "qemu")]
+    arches = _targets(args.arch)
+    if not arches:
+        raise ConfigError("--arch names no arch; give e.g. --arch amd64,arm64")
+    for arch in arches:
+        base.check_arch(arch)
+    if named and "qemu" in targets and arches != [base.QCOW2_ARCH]:
+        others = ", ".join(a for a in arches if a != base.QCOW2_ARCH)
+        raise base.BaseError(
+            f"base qemu: the qcow2 is built for {base.QCOW2_ARCH} only, not {others}; "
+            "leave qemu out of --target for those arches"
+        )
+    for arch in arches:
+        wanted = targets if arch == base.QCOW2_ARCH else ["docker"]
+        built = base.build(args.build_dir / "base", reporter, wanted, arch=arch, force=args.force)
+        print(f"{built.image}  {built.image_id}")
+        if built.qcow2:
+            print(f"{built.qcow2}  sha256:{built.qcow2_sha256}")
     return 0
 
 

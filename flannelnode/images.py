@@ -1,8 +1,14 @@
 """images: node images built by Packer from the payload, one template per target (images/*.pkr.hcl).
 
+Per arch: the docker target is built for every arch of flannel.arches that has a base
+(base.ARCHES: amd64, arm64; a foreign arch runs under qemu-user, see emulation.py), qemu and
+amazon-ebs for amd64 only. The docker images of one flannel version are also written as one OCI
+image layout with a multi-arch index (ociindex.py), build/images/node-<version>.oci.tar.
+
 Incremental: a target's inputs (its template, provision.sh, the variant's var file, the payload
 digest, the base image id or qcow2 sha256, the output name) hash to a digest recorded with the
-artifact in build/images/<target>.json. Same digest and the artifact still there: no Packer at all.
+artifact in build/images/<target>-<arch>.json. Same digest and the artifact still there: no
+Packer at all.
 
 Nothing half-made is left: Packer removes its container or VM on failure, the docker image is only
 committed and tagged at the very end, and the qcow2 is written in a scratch directory and moved
@@ -17,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -26,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import base, integrity, packer
+from . import base, emulation, integrity, ociindex, packer
 from .cache import sha256_file
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
@@ -42,9 +47,12 @@ QEMU_TOOLS = ("qemu-system-x86_64", "qemu-img", "mkisofs", "ssh-keygen")
 VARIANTS = ("debian-bookworm", "rocky-9")
 EL_VARIANTS = ("rocky-9",)  # bases that install flannel-node from our RPM with dnf
 REPOSITORY = "flannelnode/node"
+LOCAL_BASE = ("docker", "qemu")  # the targets that start from our debootstrap base
 UPLOAD_PAYLOAD = "flannelnode-payload.tar"
 TIMEOUTS = {"docker": 1800.0, "qemu": 3600.0, "amazon-ebs": 5400.0}
-_MACHINE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+FOREIGN_TIMEOUT = 3 * TIMEOUTS["docker"]  # provision.sh's apt-get under qemu-user
+# the arches each target is built for: the qcow2 recipe and the AMI's source filter are x86
+TARGET_ARCHES = {"docker": base.ARCHES, "qemu": (base.QCOW2_ARCH,), "amazon-ebs": ("amd64",)}
 
 
 class ImagesError(FlannelnodeError):
@@ -80,11 +88,11 @@ def var_files(target: str, variant: str) -> list[Path]:
 
 
 def host_arch() -> str:
-    return _MACHINE_ARCH.get(platform.machine(), platform.machine())
+    return emulation.host_arch()
 
 
-def record_path(build_dir: Path, target: str) -> Path:
-    return build_dir / "images" / f"{target}.json"
+def record_path(build_dir: Path, target: str, arch: str) -> Path:
+    return build_dir / "images" / f"{target}-{arch}.json"
 
 
 def aws_credentials() -> str | None:
@@ -94,8 +102,13 @@ def aws_credentials() -> str | None:
     return awscreds.find()
 
 
-def unavailable(target: str) -> str | None:
-    """Why this host cannot build a target, in one line with what to do; None when it can."""
+def unavailable(target: str, arch: str | None = None) -> str | None:
+    """Why this host cannot build a target (for arch), in one line with what to do; None when
+    it can. A target that is not made for arch at all is TARGET_ARCHES' business, not this."""
+    if arch is not None:
+        if target == "docker" and arch in TARGET_ARCHES[target]:
+            return emulation.problem(arch)
+        return None
     if target == "amazon-ebs":
         from .awscreds import WHERE
 
@@ -112,18 +125,42 @@ def unavailable(target: str) -> str | None:
     return None
 
 
-def runnable(targets: Sequence[str] | None, reporter: Reporter) -> list[str]:
-    """The targets to build. A target named explicitly (targets given) that cannot be built here
-    is an error (exit 1); only the default list (targets None) may skip one, with an alarm."""
+def runnable(
+    targets: Sequence[str] | None, reporter: Reporter, arches: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """The (target, arch) pairs to build, arch by arch; a target is built for the arches of
+    TARGET_ARCHES among `arches` (the others are logged). A target named explicitly (targets
+    given) that cannot be built here, for one of its arches or for none of `arches`, is an error
+    (exit 1); only the default list (targets None) may skip one, with an alarm."""
     chosen = list(DEFAULT_TARGETS if targets is None else targets)
+    arches = list(arches or [host_arch()])
     reasons = {t: why for t in chosen if (why := unavailable(t)) is not None}
-    if targets is not None and reasons:
+    for t in chosen:
+        made = [a for a in arches if a in TARGET_ARCHES[t]]
+        if not made:
+            reasons[t] = (
+                f"it is made for {', '.join(TARGET_ARCHES[t])} only, and the arches asked for "
+                f"are {', '.join(arches)}; add {TARGET_ARCHES[t][0]} to --arch/ARCH or leave "
+                f"{t} out of --target/IMAGES"
+            )
+        elif len(made) < len(arches) and t not in reasons:
+            others = ", ".join(a for a in arches if a not in made)
+            reporter.log(f"images {t}: built for {', '.join(made)}, not {others} (not made for it)")
+    pairs = [(t, a) for a in arches for t in chosen if t not in reasons and a in TARGET_ARCHES[t]]
+    per_arch = {(t, a): why for t, a in pairs if (why := unavailable(t, a)) is not None}
+    if targets is not None and (reasons or per_arch):
         raise ImagesError(
-            "; ".join(f"images {t}: cannot be built here: {why}" for t, why in reasons.items())
-        )
+            "; ".join(
+                [f"images {t}: cannot be built here: {why}" for t, why in reasons.items()]
+                + [f"images {t} {a}: cannot be built here: {why}"
+                   for (t, a), why in per_arch.items()]
+            )
+        )  # fmt: skip
     for t, why in reasons.items():
         reporter.alarm(f"images {t}: SKIPPED (not named with --target): {why}")
-    left = [t for t in chosen if t not in reasons]
+    for (t, a), why in per_arch.items():
+        reporter.alarm(f"images {t} {a}: SKIPPED (not named with --target): {why}")
+    left = [pair for pair in pairs if pair not in per_arch]
     if not left:
         raise ImagesError("images: every default target was skipped (see above); nothing built")
     return left
@@ -313,6 +350,23 @@ def _finish(target: str, t: _Target, artifacts: list[packer.Artifact], build_dir
     return {"image": ",".join(a.id for a in artifacts)}
 
 
+def image_arches(config: Config, reporter: Reporter) -> list[str]:
+    """The arches of flannel.arches that node images are built for; the others, loudly, not."""
+    arches = [a for a in config.flannel.arches if a in base.ARCHES]
+    if not arches:
+        raise ConfigError(
+            f"node images are built for {', '.join(base.ARCHES)}, and flannel.arches "
+            f"({', '.join(config.flannel.arches)}) lists none of them"
+        )
+    others = [a for a in config.flannel.arches if a not in base.ARCHES]
+    if others:
+        reporter.alarm(
+            f"images: no node image for {', '.join(others)} (images are built for "
+            f"{', '.join(base.ARCHES)}; the RPMs cover every arch)"
+        )
+    return arches
+
+
 def build(
     config: Config,
     build_dir: Path,
@@ -327,7 +381,8 @@ def build(
     force: bool = False,
     on_line: Callable[[str], None] | None = None,
 ) -> list[Built]:
-    """Build each target for the host's arch; returns what the manifest records.
+    """Build each target for each of its arches in flannel.arches; returns what the manifest
+    records. The docker images of all arches are then also written as one OCI layout.
 
     targets None: the default list, whose targets this host cannot build are skipped loudly."""
     unknown = [t for t in targets or () if t not in TARGETS]
@@ -335,30 +390,46 @@ def build(
         raise ConfigError(f"unknown image target {', '.join(unknown)}; known: {', '.join(TARGETS)}")
     for t in targets or DEFAULT_TARGETS:
         var_files(t, variant)  # validates the variant name
-    arch = host_arch()
-    if arch not in config.flannel.arches:
-        raise ConfigError(
-            f"images are built for this host's arch ({arch}), which flannel.arches does not list"
-        )
+    arches = image_arches(config, reporter)
+    if variant != "debian-bookworm":  # a pulled base and the host arch's RPM: host arch only
+        if host_arch() not in arches:
+            raise ConfigError(
+                f"--base {variant} images are built for this host's arch ({host_arch()}), "
+                "which flannel.arches does not list"
+            )
+        if arches != [host_arch()]:
+            reporter.log(f"images --base {variant}: built for {host_arch()} only")
+        arches = [host_arch()]
     require("packer")
-    chosen = runnable(targets, reporter)
-    if "docker" in chosen:
+    chosen = runnable(targets, reporter, arches)
+    names = {t for t, _ in chosen}
+    if "docker" in names:
         require_docker_engine()
-    if "qemu" in chosen:
+    if "qemu" in names:
         require(*QEMU_TOOLS)
 
-    staged = next(s for s in stage(config, build_dir, reporter) if s.arch == arch)
-    local_base = variant == "debian-bookworm" and any(t in ("docker", "qemu") for t in chosen)
-    base_image = (
-        base.build(base_dir or build_dir / "base", reporter, chosen) if local_base else None
-    )
+    staged = {s.arch: s for s in stage(config, build_dir, reporter) if s.arch in arches}
+    local_base = variant == "debian-bookworm"
+    bases = {
+        arch: base.build(base_dir or build_dir / "base", reporter, wanted, arch=arch)
+        for arch in dict.fromkeys(a for _, a in chosen)
+        if local_base and (wanted := [t for t, a in chosen if a == arch and t in LOCAL_BASE])
+    }
     accel = accelerator or os.environ.get("FLANNELNODE_QEMU_ACCEL") or "tcg"
     log = on_line or (lambda line: reporter.log(f"  {line}"))
-    return [
-        _build_target(_Target(name, config, staged, variant, repository), base_image, build_dir,
-                      reporter, rpms, accel, force, log)
-        for name in chosen
+    built = [
+        _build_target(_Target(name, config, staged[arch], variant, repository), bases.get(arch),
+                      build_dir, reporter, rpms, accel, force, log)
+        for name, arch in chosen
     ]  # fmt: skip
+    docker = [
+        ociindex.Platform(b.arch, b.image, b.image_id)
+        for b in built
+        if b.target == "docker" and b.image and b.image_id
+    ]
+    if docker:
+        ociindex.update(build_dir, config.flannel.version, docker, reporter)
+    return built
 
 
 def _build_target(
@@ -375,13 +446,24 @@ def _build_target(
     parts = t.inputs(base_image if name in ("docker", "qemu") else None)
     parts |= {f"rpm {r.name}": sha256_file(r) for r in rpms}
     digest = _digest(parts)
-    path = record_path(build_dir, name)
+    arch = staged.arch
+    path = record_path(build_dir, name, arch)
+    legacy = build_dir / "images" / f"{name}.json"  # before records were per arch
     record = _load(path)
+    if not record and _load(legacy).get("arch") == arch:
+        record = _load(legacy)
     if not force and record.get("inputs") == digest and _still_there(name, record):
-        reporter.log(f"images {name}: up to date")
-        return _built(name, staged.arch, digest, False, record)
+        reporter.log(f"images {name} {arch}: up to date")
+        if not path.exists():
+            _save(path, {**record, "target": name})
+            legacy.unlink(missing_ok=True)
+        return _built(name, arch, digest, False, record)
 
-    reporter.log(f"images {name}: building with packer ({template(name).name})")
+    foreign = arch != host_arch()
+    reporter.log(
+        f"images {name} {arch}: building with packer ({template(name).name})"
+        + (" under qemu-user emulation: several times slower" if foreign else "")
+    )
     started = time.monotonic()
     (build_dir / "images").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=build_dir / "images"))
@@ -395,14 +477,14 @@ def _build_target(
                 variables,
                 var_files=var_files(name, variant),
                 on_line=on_line,
-                timeout=TIMEOUTS[name],
+                timeout=FOREIGN_TIMEOUT if foreign else TIMEOUTS[name],
                 env=env,
             )
         except packer.PackerError as exc:
             serial = work / "serial.log"
             if not serial.exists():
                 raise
-            kept = build_dir / "images" / f"{name}-serial.log"  # a diagnostic, not an artifact
+            kept = build_dir / "images" / f"{name}-{arch}-serial.log"  # a diagnostic
             shutil.copyfile(serial, kept)
             tail = serial.read_text(errors="replace").splitlines()[-15:]
             raise packer.PackerError(
@@ -414,17 +496,19 @@ def _build_target(
         shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - started, 1)
     record = {
+        "target": name,
         "inputs": digest,
         "parts": parts,
-        "arch": staged.arch,
+        "arch": arch,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": seconds,
         **artifact,
     }
-    _drop_previous(name, _load(path), record)
+    _drop_previous(name, _load(path) or _load(legacy), record)
     _save(path, record)
-    reporter.log(f"images {name}: done in {seconds:.0f}s")
-    return _built(name, staged.arch, digest, True, record)
+    legacy.unlink(missing_ok=True)
+    reporter.log(f"images {name} {arch}: done in {seconds:.0f}s")
+    return _built(name, arch, digest, True, record)
 
 
 def _drop_previous(name: str, old: dict, new: dict) -> None:

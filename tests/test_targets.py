@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flannelnode import base, images
+from flannelnode import base, emulation, images
+from flannelnode.progress import Reporter
 
 from .conftest import packer_shim
 
@@ -26,6 +27,10 @@ def packer_calls(project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
     monkeypatch.setattr(base, "build", no_base)
     yield calls
+
+
+def _no_qemu_img(target: str, arch: str | None = None) -> str | None:
+    return "qemu-img not found (test)" if target == "qemu" and arch is None else None
 
 
 @pytest.mark.parametrize("quiet", [[], ["-q"]], ids=["verbose", "quiet"])
@@ -62,9 +67,7 @@ def test_with_credentials_the_named_target_reaches_packer(
 def test_the_default_list_skips_loudly(
     project, fetched, packer_calls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        images, "unavailable", lambda t: "qemu-img not found (test)" if t == "qemu" else None
-    )
+    monkeypatch.setattr(images, "unavailable", _no_qemu_img)
     monkeypatch.setattr(images, "require_docker_engine", lambda: None)
     res = project.run("images", "-q")
     assert "*** images qemu: SKIPPED" in res.err and "qemu-img not found (test)" in res.err
@@ -75,9 +78,7 @@ def test_the_default_list_skips_loudly(
 def test_the_same_target_named_is_an_error(
     project, fetched, packer_calls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        images, "unavailable", lambda t: "qemu-img not found (test)" if t == "qemu" else None
-    )
+    monkeypatch.setattr(images, "unavailable", _no_qemu_img)
     res = project.run("images", "-q", "--target", "qemu")
     assert res.rc == 1
     assert res.err.strip().splitlines() == [
@@ -110,3 +111,70 @@ def test_an_el_base_gets_the_built_rpm(project, fetched, monkeypatch: pytest.Mon
     assert seen.read_text().split() == ["flannel-node-0.27.4-1.x86_64.rpm"]
     # the Debian base gets none: it unpacks the payload tarball
     assert images.el_rpms(project.build, "debian-bookworm") == []
+
+
+# -- arches: docker for amd64 and arm64, qemu and amazon-ebs for amd64 only
+
+
+def test_each_target_is_built_for_its_arches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images, "unavailable", lambda target, arch=None: None)
+    reporter = Reporter(quiet=True)
+    pairs = images.runnable(None, reporter, ["amd64", "arm64"])
+    assert pairs == [("docker", "amd64"), ("qemu", "amd64"), ("docker", "arm64")]
+    named = images.runnable(["qemu", "docker"], reporter, ["amd64", "arm64"])
+    assert named == [("qemu", "amd64"), ("docker", "amd64"), ("docker", "arm64")]
+
+
+def test_a_named_target_made_for_none_of_the_arches_is_an_error(
+    project, fetched, packer_calls
+) -> None:
+    project.config('[flannel]\narches = ["arm64"]\n', mirror="http://127.0.0.1:9")
+    res = project.run("images", "-q", "--target", "qemu")
+    assert res.rc == 1, res.err
+    [line] = res.err.strip().splitlines()
+    assert line.startswith("error: images qemu: cannot be built here: it is made for amd64 only")
+    assert "arm64" in line and "Traceback" not in res.err
+    assert not packer_calls.exists()
+
+
+def test_arm64_without_emulation_is_an_error_when_named(
+    project, fetched, packer_calls, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No binfmt_misc entry for qemu-aarch64: docker arm64 cannot run provision.sh."""
+    monkeypatch.setattr(emulation, "BINFMT_DIR", tmp_path / "binfmt_misc")
+    monkeypatch.setattr(images, "require_docker_engine", lambda: None)
+    res = project.run("images", "-q", "--target", "docker")
+    assert res.rc == 1, res.err
+    [line] = res.err.strip().splitlines()
+    assert "images docker arm64: cannot be built here" in line and "make binfmt" in line
+    assert not packer_calls.exists()
+    # the default list goes on with amd64, loudly
+    res = project.run("images", "-q")
+    assert "*** images docker arm64: SKIPPED" in res.err
+    assert "the test stops images at the base image" in res.err
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        (None, "no binfmt_misc entry"),
+        ("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: OP\n", "F"),
+        ("disabled\ninterpreter /x\nflags: OCF\n", "disabled"),
+        ("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\n", None),
+    ],
+    ids=["missing", "no-F-flag", "disabled", "ok"],
+)
+def test_emulation_reads_the_binfmt_entry(tmp_path: Path, entry: str | None, why) -> None:
+    if entry is not None:
+        (tmp_path / "qemu-aarch64").write_text(entry)
+    found = emulation.problem("arm64", tmp_path)
+    assert (found is None) == (why is None), found
+    if why is not None:
+        assert why in found and "make binfmt" in found
+    assert emulation.problem(emulation.host_arch(), tmp_path) is None
+
+
+def test_this_host_runs_arm64_binaries() -> None:
+    """make deps registered qemu-aarch64 with the F flag (images/binfmt.sh); the image tests
+    need it, so a host without it fails here first, by name."""
+    assert emulation.problem("arm64") is None
