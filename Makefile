@@ -35,9 +35,13 @@ endif
 export RPM_RELEASE FLANNELNODE_GPG_KEY FLANNELNODE_REPO_URL FLANNELNODE_QEMU_ACCEL \
 	FLANNELNODE_DEBIAN_MIRROR
 
-# empty: the default list (docker,qemu), which skips, loudly, a target this host cannot build;
-# a target named here that cannot be built is an error
+# empty: images.targets of the config, else the default list (docker,qemu), which skips, loudly,
+# a target this host cannot build; a target named here that cannot be built is an error
 IMAGES ?=
+# the base the images start from (images.base): `build.py targets` lists them
+BASE ?=
+# Packer variables per target, space-separated TARGET.VAR=VALUE ([images.packer.TARGET])
+PACKER_VARS ?=
 # etcd client TLS files on this host, for the user-data (all three, or none)
 ETCD_CA ?=
 ETCD_CERT ?=
@@ -49,8 +53,10 @@ ETCD_KEY ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 		awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: CONFIG=node.toml BUILD=build IMAGES=docker,qemu,amazon-ebs ARCH=amd64,arm64"
-	@echo "             FLANNEL_VERSION= FLANNEL_MIRROR=URL FLANNEL_TARBALL=PATH"
+	@echo "  variables: CONFIG=node.toml BUILD=build ARCH=amd64,arm64 FLANNEL_VERSION="
+	@echo "             FLANNEL_MIRROR=URL FLANNEL_TARBALL=PATH UNSIGNED=1"
+	@echo "             IMAGES=$$($(PYTHON) build.py targets --names) BASE=$$($(PYTHON) build.py targets --bases)"
+	@echo "             PACKER_VARS=\"amazon-ebs.region=eu-central-1 qemu.disk_size=8G\" (build.py targets)"
 
 deps: apt binfmt venv ## install Debian packages and the .venv (idempotent, fast when done)
 
@@ -107,6 +113,7 @@ base: deps docker-up ## Debian bookworm base images (per ARCH) and qcow2 from th
 # user-data the etcd TLS files: without them those two steps are skipped, loudly.
 images: deps docker-up ## the main job: fetch, payload, RPMs, repo, images, user-data, manifest
 	$(BUILDPY) all $(if $(IMAGES),--target $(IMAGES)) $(if $(UNSIGNED),--unsigned) \
+		$(if $(BASE),--base $(BASE)) $(foreach v,$(PACKER_VARS),--packer-var $(v)) \
 		$(if $(ETCD_CA),--etcd-ca $(ETCD_CA) --etcd-cert $(ETCD_CERT) --etcd-key $(ETCD_KEY))
 
 userdata: deps ## cloud-init user-data: make userdata ETCD_CA=ca.pem ETCD_CERT=c.pem ETCD_KEY=k.pem

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,14 +114,11 @@ def vm_recipe_digest(image_id: str) -> str:
     return h.hexdigest()
 
 
-def debian_mirror(env: Mapping[str, str] | None = None, apt_dir: Path = Path("/etc/apt")) -> str:
-    """FLANNELNODE_DEBIAN_MIRROR, else the host's Debian mirror for SUITE, else deb.debian.org."""
-    env = os.environ if env is None else env
-    if env.get("FLANNELNODE_DEBIAN_MIRROR"):
-        try:
-            return urls.check(env["FLANNELNODE_DEBIAN_MIRROR"])
-        except ValueError as exc:
-            raise ConfigError(f"environment variable FLANNELNODE_DEBIAN_MIRROR: {exc}") from None
+def debian_mirror(configured: str | None = None, apt_dir: Path = Path("/etc/apt")) -> str:
+    """images.debian_mirror (config.py checks it; FLANNELNODE_DEBIAN_MIRROR sets it), else the
+    host's Debian mirror for SUITE, else deb.debian.org."""
+    if configured:
+        return configured.rstrip("/")
     for path in sorted(apt_dir.glob("sources.list.d/*.sources")):
         for stanza in re.split(r"\n\s*\n", _read(path)):
             fields = dict(
@@ -338,9 +335,10 @@ def build(
     *,
     arch: str = QCOW2_ARCH,
     force: bool = False,
+    mirror: str | None = None,
 ) -> Base:
     """arch's docker base always (the qcow2 is made from it), the qcow2 when "qemu" is a target
-    (amd64 only).
+    (amd64 only). mirror: images.debian_mirror of the config (None: the host's apt sources).
 
     base_dir is build/base for `build.py base`; it holds only config-independent output, so
     several build directories (and the tests) can share one.
@@ -381,7 +379,7 @@ def build(
     rebuilt: list[str] = []
     seconds = dict(record.get("seconds", {}))
     try:
-        mirror = debian_mirror()
+        mirror = debian_mirror(mirror)
         urls.remember(mirror)  # the host's own apt sources may carry credentials too
         if not image_ok:
             started = time.monotonic()
