@@ -390,3 +390,13 @@ def test_packer_reporting_no_artifact_for_the_source_is_an_error() -> None:
     other = packer.Artifact("null.other", "packer.null", "x")
     with pytest.raises(images.ImagesError, match="built nothing"):
         images._of_source(targets.DOCKER, [other])
+
+
+def test_the_operators_packer_variables_are_inputs(tmp_path: Path) -> None:
+    """Changing [images.packer.<target>] rebuilds that target: its digest changes."""
+    job = _job(targets.QEMU, VARIANTS[targets.DEFAULT_VARIANT], tmp_path)
+    plain = images.inputs(job, "payload-digest")
+    bigger = images.inputs(dataclasses.replace(job, settings={"disk_size": "8G"}), "payload-digest")
+    assert bigger["packer disk_size"] == "8G" and "packer disk_size" not in plain
+    assert images._digest(plain) != images._digest(bigger)
+    assert plain["source"] == "qemu.node" and plain["base"] == "sha256:" + "2" * 64
