@@ -15,13 +15,11 @@ modules are imported inside the hooks that need them.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import emulation
 from .errors import ConfigError, FlannelnodeError
 
 if TYPE_CHECKING:
@@ -42,6 +40,12 @@ class TargetError(FlannelnodeError):
     pass
 
 
+def _host_arch() -> str:
+    from .emulation import host_arch
+
+    return host_arch()
+
+
 @dataclass(frozen=True)
 class Variant:
     """A base OS the images start from; its per-target settings are Packer var files in
@@ -58,7 +62,7 @@ class Variant:
             from .base import ARCHES
 
             return ARCHES
-        return (emulation.host_arch(),)
+        return (_host_arch(),)
 
     def var_file(self, target: Target) -> Path:
         return VARIANTS_DIR / self.name / f"{target.name}.pkrvars.hcl"
@@ -115,11 +119,11 @@ class Target:
     build_vars: Mapping[str, str] = field(default_factory=dict)
 
     def arches(self) -> tuple[str, ...]:
-        return (emulation.host_arch(),)
+        return (_host_arch(),)
 
     def timeout_for(self, arch: str) -> float:
         """A foreign arch runs its programs under qemu-user: several times slower."""
-        return self.timeout if arch == emulation.host_arch() else 3 * self.timeout
+        return self.timeout if arch == _host_arch() else 3 * self.timeout
 
     def unavailable(self, arch: str | None = None) -> str | None:
         """Why this host cannot build the target (for arch), in one line with what to do; None
@@ -161,6 +165,8 @@ class Target:
 
 
 def docker_image_id(ref: str) -> str:
+    import subprocess
+
     res = subprocess.run(
         ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
         capture_output=True,
@@ -177,7 +183,9 @@ class Docker(Target):
         return ARCHES  # every arch with a base; a foreign one runs under qemu-user
 
     def unavailable(self, arch: str | None = None) -> str | None:
-        return None if arch is None else emulation.problem(arch)
+        from .emulation import problem
+
+        return None if arch is None else problem(arch)
 
     def require(self) -> None:
         from .tools import require_docker_engine
@@ -211,11 +219,15 @@ class Docker(Target):
 
     def drop_previous(self, old: dict, new: dict) -> None:
         if old.get("image_id") and old["image_id"] != new["image_id"]:  # now untagged
+            import subprocess
+
             subprocess.run(["docker", "rmi", old["image_id"]], capture_output=True, timeout=120)
 
 
 def _seed(work: Path) -> tuple[Path, Path]:
     """A per-build ssh key and the NoCloud seed that lets it in as root; both die with work/."""
+    import subprocess
+
     key = work / "ssh" / "id_ed25519"
     key.parent.mkdir(mode=0o700)
     subprocess.run(
