@@ -433,8 +433,6 @@ def check_settings(name: str, settings: Mapping[str, object], variant_name: str)
                 "docs/extending.md)"
             )
         if key not in target.settable:
-            return (
-                f"{name}.{key}: not a Packer variable of {name}; it takes: "
-                f"{', '.join(target.settable)}"
-            )
+            takes = [k for k in target.settable if not (ours and k in target.base_vars)]
+            return f"{name}.{key}: not a Packer variable of {name}; it takes: {', '.join(takes)}"
     return None
