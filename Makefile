@@ -20,7 +20,8 @@ APT_PACKAGES := ca-certificates git openssl gcc dash shellcheck systemd \
 	etcd-server etcd-client cloud-init cloud-image-utils \
 	rpm createrepo-c dnf gnupg rpmlint busybox-static cpio \
 	docker.io packer debootstrap qemu-system-x86 qemu-utils genisoimage e2fsprogs fdisk \
-	openssh-client socat iproute2 iptables
+	openssh-client socat iproute2 iptables \
+	qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 
 # Common knobs, passed to build.py through the environment (see node.toml for all settings).
 export FLANNEL_VERSION FLANNEL_ASSET FLANNEL_ARCHES ARCH FLANNEL_MIRROR FLANNEL_TARBALL \
@@ -34,24 +35,30 @@ endif
 export RPM_RELEASE FLANNELNODE_GPG_KEY FLANNELNODE_REPO_URL FLANNELNODE_QEMU_ACCEL \
 	FLANNELNODE_DEBIAN_MIRROR
 
-# empty: the default list (docker,qemu), which skips, loudly, a target this host cannot build;
-# a target named here that cannot be built is an error
+# empty: images.targets of the config, else the default list (docker,qemu), which skips, loudly,
+# a target this host cannot build; a target named here that cannot be built is an error
 IMAGES ?=
+# the base the images start from (images.base): `build.py targets` lists them
+BASE ?=
+# Packer variables per target, space-separated TARGET.VAR=VALUE ([images.packer.TARGET])
+PACKER_VARS ?=
 # etcd client TLS files on this host, for the user-data (all three, or none)
 ETCD_CA ?=
 ETCD_CERT ?=
 ETCD_KEY ?=
 
-.PHONY: help deps apt venv docker-up fetch lock lint payload rpm repo base images userdata \
+.PHONY: help deps apt binfmt venv docker-up fetch lock lint payload rpm repo base images userdata \
 	manifest verify test test-quick mutate bench check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 		awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: CONFIG=node.toml BUILD=build IMAGES=docker,qemu,amazon-ebs ARCH=amd64,arm64"
-	@echo "             FLANNEL_VERSION= FLANNEL_MIRROR=URL FLANNEL_TARBALL=PATH"
+	@echo "  variables: CONFIG=node.toml BUILD=build ARCH=amd64,arm64 FLANNEL_VERSION="
+	@echo "             FLANNEL_MIRROR=URL FLANNEL_TARBALL=PATH UNSIGNED=1"
+	@echo "             IMAGES=$$($(PYTHON) build.py targets --names) BASE=$$($(PYTHON) build.py targets --bases)"
+	@echo "             PACKER_VARS=\"amazon-ebs.region=eu-central-1 qemu.disk_size=8G\" (build.py targets)"
 
-deps: apt venv ## install Debian packages and the .venv (idempotent, fast when done)
+deps: apt binfmt venv ## install Debian packages and the .venv (idempotent, fast when done)
 
 apt:
 	@missing=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(APT_PACKAGES) 2>/dev/null | \
@@ -63,6 +70,12 @@ apt:
 		$$sudo apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+# arm64 binaries run on this host through qemu-user-static: a kernel-wide binfmt_misc entry with
+# the F flag (README, "Node images"); images/binfmt.sh is idempotent, this test only saves a sudo
+binfmt: apt
+	@grep -qs '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 || \
+		$$([ "$$(id -u)" = 0 ] || echo sudo) images/binfmt.sh aarch64
 
 venv: $(STAMP)
 
@@ -93,13 +106,14 @@ repo: rpm ## sign the RPMs into a yum repo in build/repo/ (FLANNELNODE_GPG_KEY=,
 docker-up: apt
 	@images/docker-up.sh
 
-base: deps docker-up ## Debian bookworm base image and qcow2 from the Debian mirror (debootstrap)
-	$(BUILDPY) base $(if $(IMAGES),--target $(IMAGES))
+base: deps docker-up ## Debian bookworm base images (per ARCH) and qcow2 from the Debian mirror
+	$(BUILDPY) base $(if $(IMAGES),--target $(IMAGES)) $(if $(ARCH),--arch $(ARCH))
 
 # The main job, in one process so that a no-op run is fast. The repo needs a signing key and the
 # user-data the etcd TLS files: without them those two steps are skipped, loudly.
 images: deps docker-up ## the main job: fetch, payload, RPMs, repo, images, user-data, manifest
 	$(BUILDPY) all $(if $(IMAGES),--target $(IMAGES)) $(if $(UNSIGNED),--unsigned) \
+		$(if $(BASE),--base $(BASE)) $(foreach v,$(PACKER_VARS),--packer-var $(v)) \
 		$(if $(ETCD_CA),--etcd-ca $(ETCD_CA) --etcd-cert $(ETCD_CERT) --etcd-key $(ETCD_KEY))
 
 userdata: deps ## cloud-init user-data: make userdata ETCD_CA=ca.pem ETCD_CERT=c.pem ETCD_KEY=k.pem

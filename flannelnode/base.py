@@ -1,13 +1,16 @@
 """base: the offline Debian bookworm bases of the docker and qemu targets, from the Debian mirror.
 
-- docker: debootstrap -> `docker import` as flannelnode/base-debian:bookworm, labelled with the
-  recipe digest (no container registry involved);
-- qemu: a container of that image runs images/base/vm-setup.sh (kernel, GRUB, sshd, cloud-init),
-  its filesystem is exported and images/base/make-disk.sh writes a BIOS-bootable qcow2 without a
-  mount or loop device -> <base_dir>/debian-bookworm.qcow2 (build/base/ by default).
+- docker, per arch: debootstrap --arch -> `docker load` of a one-layer image whose config names
+  the arch (dockerarchive.py) as flannelnode/base-debian:bookworm (amd64) or
+  flannelnode/base-debian:bookworm-<arch>, labelled with the recipe digest (no container registry
+  involved). A foreign arch (arm64 on an amd64 host) is debootstrapped in one go: its programs run
+  under qemu-user-static through binfmt_misc's F flag (emulation.py, images/binfmt.sh);
+- qemu (amd64 only): a container of that image runs images/base/vm-setup.sh (kernel, GRUB, sshd,
+  cloud-init), its filesystem is exported and images/base/make-disk.sh writes a BIOS-bootable qcow2
+  without a mount or loop device -> <base_dir>/debian-bookworm.qcow2 (build/base/ by default).
 
-Each is skipped when it exists with the same recipe digest (<base_dir>/debian-bookworm.json).
-Building needs root: debootstrap creates device nodes and chroots.
+Each is skipped when it exists with the same recipe digest (<base_dir>/debian-bookworm.json,
+debian-bookworm-<arch>.json). Building needs root: debootstrap creates device nodes and chroots.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import urls
+from . import dockerarchive, emulation, urls
 from .cache import sha256_file
 from .errors import ConfigError, FlannelnodeError
 from .progress import Reporter
@@ -52,6 +55,9 @@ DISK_MIB = 2048
 # what docker import cannot take from the tree: a systemd node's entrypoint and environment
 IMPORT_CHANGES = ('ENTRYPOINT ["/lib/systemd/systemd"]', "CMD []", "ENV container=docker")
 TIMEOUTS = {"debootstrap": 1200.0, "import": 300.0, "vm-setup": 1200.0, "disk": 600.0}
+ARCHES = ("amd64", "arm64")  # the arches a base (and so a node image) is built for
+QCOW2_ARCH = "amd64"  # the qcow2 recipe is x86 (GRUB i386-pc, BIOS boot)
+FOREIGN_DEBOOTSTRAP_TIMEOUT = 3600.0  # dpkg under qemu-user: several times slower
 TAIL = 30
 
 
@@ -69,18 +75,34 @@ class Base:
     rebuilt: tuple[str, ...]
 
 
-def record_path(base_dir: Path) -> Path:
-    return base_dir / f"{NAME}.json"
+def image_name(arch: str = QCOW2_ARCH) -> str:
+    """amd64's base keeps the tag it always had; other arches add theirs."""
+    return IMAGE if arch == "amd64" else f"{IMAGE}-{arch}"
+
+
+def record_path(base_dir: Path, arch: str = "amd64") -> Path:
+    return base_dir / (f"{NAME}.json" if arch == "amd64" else f"{NAME}-{arch}.json")
+
+
+def check_arch(arch: str) -> None:
+    if arch not in ARCHES:
+        known = ", ".join(ARCHES)
+        raise ConfigError(f"no base image for arch {arch!r}; bases are built for {known}")
 
 
 def qcow2_path(base_dir: Path) -> Path:
     return base_dir / f"{NAME}.qcow2"
 
 
-def recipe_digest() -> str:
-    """What the docker base is made of; not the mirror (any mirror serves the same)."""
+def recipe_digest(arch: str = "amd64") -> str:
+    """What the docker base is made of; not the mirror (any mirror serves the same).
+
+    amd64's digest is what it was before bases had an arch: the docker engine is shared, and a
+    new digest would rebuild every checkout's amd64 base for nothing."""
     h = hashlib.sha256(f"suite {SUITE}\nvariant minbase\npackages {' '.join(PACKAGES)}\n".encode())
     h.update(f"changes {IMPORT_CHANGES}\n".encode())
+    if arch != "amd64":
+        h.update(f"arch {arch}\n".encode())
     return h.hexdigest()
 
 
@@ -92,14 +114,11 @@ def vm_recipe_digest(image_id: str) -> str:
     return h.hexdigest()
 
 
-def debian_mirror(env: Mapping[str, str] | None = None, apt_dir: Path = Path("/etc/apt")) -> str:
-    """FLANNELNODE_DEBIAN_MIRROR, else the host's Debian mirror for SUITE, else deb.debian.org."""
-    env = os.environ if env is None else env
-    if env.get("FLANNELNODE_DEBIAN_MIRROR"):
-        try:
-            return urls.check(env["FLANNELNODE_DEBIAN_MIRROR"])
-        except ValueError as exc:
-            raise ConfigError(f"environment variable FLANNELNODE_DEBIAN_MIRROR: {exc}") from None
+def debian_mirror(configured: str | None = None, apt_dir: Path = Path("/etc/apt")) -> str:
+    """images.debian_mirror (config.py checks it; FLANNELNODE_DEBIAN_MIRROR sets it), else the
+    host's Debian mirror for SUITE, else deb.debian.org."""
+    if configured:
+        return configured.rstrip("/")
     for path in sorted(apt_dir.glob("sources.list.d/*.sources")):
         for stanza in re.split(r"\n\s*\n", _read(path)):
             fields = dict(
@@ -124,17 +143,16 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _run(step: str, cmd: Sequence[str], log: Path, **kw) -> None:
+def _run(step: str, cmd: Sequence[str], log: Path, timeout: float | None = None, **kw) -> None:
     """Run one recipe command with its output in log; a failure shows the log's last lines."""
+    timeout = timeout or TIMEOUTS[step]
     with log.open("ab") as out:
         out.write(f"\n$ {urls.scrub(' '.join(cmd))}\n".encode())
         out.flush()
         try:
-            res = subprocess.run(
-                cmd, stdout=out, stderr=subprocess.STDOUT, timeout=TIMEOUTS[step], **kw
-            )
+            res = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, **kw)
         except subprocess.TimeoutExpired:
-            raise BaseError(f"base {step}: no result in {TIMEOUTS[step]:g}s (log: {log})") from None
+            raise BaseError(f"base {step}: no result in {timeout:g}s (log: {log})") from None
         finally:
             _scrub(log)
     if res.returncode != 0:
@@ -193,14 +211,21 @@ def _sources(mirror: str) -> str:
     )
 
 
-def _build_image(work: Path, recipe: str, mirror: str, log: Path, reporter: Reporter) -> str:
+def _build_image(
+    work: Path, recipe: str, mirror: str, log: Path, reporter: Reporter, arch: str
+) -> str:
     root = work / "rootfs"
     started = time.monotonic()
-    reporter.log(f"base docker: debootstrap {SUITE} from {mirror} (about 2 minutes)")
+    foreign = arch != emulation.host_arch()
+    about = "10 to 20 minutes: its dpkg runs under qemu-user" if foreign else "about 2 minutes"
+    reporter.log(f"base docker {arch}: debootstrap {SUITE} from {mirror} ({about})")
+    # a foreign arch in one stage, not --foreign + a second stage: with binfmt's F flag the
+    # chroot runs arm64's dpkg and maintainer scripts as if they were native
     _run(
         "debootstrap",
         [
             "debootstrap",
+            f"--arch={arch}",
             "--variant=minbase",
             f"--include={','.join(PACKAGES)}",
             SUITE,
@@ -208,6 +233,7 @@ def _build_image(work: Path, recipe: str, mirror: str, log: Path, reporter: Repo
             mirror,
         ],
         log,
+        timeout=FOREIGN_DEBOOTSTRAP_TIMEOUT if foreign else None,
     )
     _unmount_under(root)
     (root / "etc/apt/sources.list").unlink(missing_ok=True)
@@ -218,20 +244,30 @@ def _build_image(work: Path, recipe: str, mirror: str, log: Path, reporter: Repo
     (root / "etc/machine-id").write_text("")
     (root / "etc/hostname").write_text("localhost\n")
     (root / "etc/resolv.conf").unlink(missing_ok=True)
-    reporter.log(f"base docker: debootstrap took {time.monotonic() - started:.0f}s; importing")
-    changes = [a for c in (*IMPORT_CHANGES, f"LABEL {LABEL}={recipe}") for a in ("--change", c)]
-    tar = subprocess.Popen(
-        ["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
-    )
+    reporter.log(f"base docker {arch}: debootstrap took {time.monotonic() - started:.0f}s; loading")
+    image = image_name(arch)
+    layer = work / "layer.tar"
     try:
-        _run("import", ["docker", "import", *changes, "-", IMAGE], log, stdin=tar.stdout)
+        diff_id = dockerarchive.layer_from_tree(root, layer, timeout=TIMEOUTS["import"])
+        _remove_tree(root)
+        # IMPORT_CHANGES, as an image config
+        config = dockerarchive.image_config(
+            arch,
+            diff_id,
+            entrypoint=["/lib/systemd/systemd"],
+            env=["container=docker"],
+            labels={LABEL: recipe},
+            created=dockerarchive.created_now(),
+            created_by=f"flannelnode base: debootstrap --arch={arch} --variant=minbase {SUITE}",
+        )
+        image_id = dockerarchive.load(layer, config, image, timeout=TIMEOUTS["import"])
+    except dockerarchive.ArchiveError as exc:
+        raise BaseError(f"base docker {arch}: {exc}") from None
     finally:
-        assert tar.stdout is not None
-        tar.stdout.close()
-        tar.wait(timeout=60)
-    image_id, label = image_recipe()
-    if label != recipe:
-        raise BaseError(f"docker import did not leave {IMAGE} with recipe {recipe[:12]}")
+        layer.unlink(missing_ok=True)
+    found, label = image_recipe(image)
+    if found != image_id or label != recipe:
+        raise BaseError(f"docker load left {image} as {found or 'absent'}, not {image_id}")
     return image_id
 
 
@@ -278,15 +314,15 @@ def _build_qcow2(work: Path, image_id: str, out: Path, log: Path, reporter: Repo
     return digest
 
 
-def _load_record(base_dir: Path) -> dict:
+def _load_record(base_dir: Path, arch: str) -> dict:
     try:
-        return json.loads(record_path(base_dir).read_text())
+        return json.loads(record_path(base_dir, arch).read_text())
     except (OSError, ValueError):
         return {}
 
 
-def _write_record(base_dir: Path, record: dict) -> None:
-    path = record_path(base_dir)
+def _write_record(base_dir: Path, record: dict, arch: str) -> None:
+    path = record_path(base_dir, arch)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
@@ -297,18 +333,25 @@ def build(
     reporter: Reporter,
     targets: Sequence[str] = ("docker", "qemu"),
     *,
+    arch: str = QCOW2_ARCH,
     force: bool = False,
+    mirror: str | None = None,
 ) -> Base:
-    """The docker base always (the qcow2 is made from it), the qcow2 when "qemu" is a target.
+    """arch's docker base always (the qcow2 is made from it), the qcow2 when "qemu" is a target
+    (amd64 only). mirror: images.debian_mirror of the config (None: the host's apt sources).
 
     base_dir is build/base for `build.py base`; it holds only config-independent output, so
     several build directories (and the tests) can share one.
     """
-    require_docker_engine()
-    recipe = recipe_digest()
-    record = _load_record(base_dir)
-    image_id, label = image_recipe()
+    check_arch(arch)
     want_qcow2 = "qemu" in targets
+    if want_qcow2 and arch != QCOW2_ARCH:
+        raise BaseError(f"base qemu: the qcow2 is built for {QCOW2_ARCH} only, not {arch}")
+    require_docker_engine()
+    image = image_name(arch)
+    recipe = recipe_digest(arch)
+    record = _load_record(base_dir, arch)
+    image_id, label = image_recipe(image)
     qcow2 = qcow2_path(base_dir)
     image_ok = not force and label == recipe
     qcow2_ok = (
@@ -320,33 +363,39 @@ def build(
     )  # fmt: skip
     if image_ok and qcow2_ok:
         reporter.log(
-            f"base: {IMAGE} up to date" + (f", {qcow2.name} up to date" if want_qcow2 else "")
+            f"base: {image} up to date" + (f", {qcow2.name} up to date" if want_qcow2 else "")
         )
-        return _result(record, image_id, qcow2 if want_qcow2 else None, recipe, ())
+        return _result(record, image, image_id, qcow2 if want_qcow2 else None, recipe, ())
 
     if os.geteuid() != 0:
         raise BaseError("building the base image needs root (debootstrap): run it with sudo")
     require("debootstrap", "tar", *(["qemu-img", "mkfs.ext4", "sfdisk"] if want_qcow2 else []))
+    if not image_ok:
+        emulation.require(arch)
     base_dir.mkdir(parents=True, exist_ok=True)
-    log = base_dir / f"{NAME}.log"
+    log = base_dir / (f"{NAME}.log" if arch == "amd64" else f"{NAME}-{arch}.log")
     log.write_text("")
     work = Path(tempfile.mkdtemp(prefix=".work.", dir=base_dir))
     rebuilt: list[str] = []
     seconds = dict(record.get("seconds", {}))
     try:
-        mirror = debian_mirror()
+        mirror = debian_mirror(mirror)
         urls.remember(mirror)  # the host's own apt sources may carry credentials too
         if not image_ok:
             started = time.monotonic()
             previous = image_id
-            image_id = _build_image(work, recipe, mirror, log, reporter)
+            image_id = _build_image(work, recipe, mirror, log, reporter, arch)
             if previous and previous != image_id:  # the replaced base, now untagged
                 subprocess.run(["docker", "rmi", previous], capture_output=True, timeout=120)
             seconds["docker"] = round(time.monotonic() - started, 1)
             record = {"recipe": recipe, "mirror": urls.redact(mirror)}
             rebuilt.append("docker")
         record.update(
-            recipe=recipe, suite=SUITE, docker={"image": IMAGE, "id": image_id}, seconds=seconds
+            recipe=recipe,
+            suite=SUITE,
+            arch=arch,
+            docker={"image": image, "id": image_id},
+            seconds=seconds,
         )
         if not qcow2_ok:
             _remove_tree(work / "rootfs")
@@ -363,12 +412,14 @@ def build(
                 "recipe": vm_recipe_digest(image_id),
             }
             rebuilt.append("qemu")
-        _write_record(base_dir, record)
+        _write_record(base_dir, record, arch)
     finally:
         _remove_tree(work)
-    return _result(record, image_id, qcow2 if want_qcow2 else None, recipe, tuple(rebuilt))
+    return _result(record, image, image_id, qcow2 if want_qcow2 else None, recipe, tuple(rebuilt))
 
 
-def _result(record: dict, image_id: str, qcow2: Path | None, recipe: str, rebuilt) -> Base:
+def _result(
+    record: dict, image: str, image_id: str, qcow2: Path | None, recipe: str, rebuilt
+) -> Base:
     sha = record.get("qcow2", {}).get("sha256") if qcow2 else None
-    return Base(IMAGE, image_id, qcow2, sha, recipe, tuple(rebuilt))
+    return Base(image, image_id, qcow2, sha, recipe, tuple(rebuilt))

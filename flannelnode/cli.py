@@ -75,19 +75,34 @@ def _repo_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _images_flags(p: argparse.ArgumentParser) -> None:
+    from . import targets
+
     p.add_argument(
         "--target",
-        help="comma-separated: docker,qemu,amazon-ebs (IMAGES); a target named here that cannot "
-        "be built is an error. Default: docker,qemu, skipping (loudly) one this host cannot build",
+        help=f"comma-separated: {','.join(targets.TARGETS)} (IMAGES; images.targets); a target "
+        "named here that cannot be built is an error. Default: "
+        f"{','.join(targets.default_targets())}, skipping (loudly) one this host cannot build",
     )
     p.add_argument(
         "--base",
         dest="variant",
-        default="debian-bookworm",
-        choices=["debian-bookworm", "rocky-9"],
-        help="the base the images start from (default: the local Debian bookworm base)",
+        choices=list(targets.VARIANTS),
+        help="the base the images start from (BASE; images.base; default "
+        f"{targets.DEFAULT_VARIANT})",
     )
-    p.add_argument("--accelerator", choices=["tcg", "kvm"], help="qemu accelerator (default tcg)")
+    p.add_argument(
+        "--accelerator",
+        choices=["tcg", "kvm"],
+        help="qemu accelerator (FLANNELNODE_QEMU_ACCEL; images.accelerator; default tcg)",
+    )
+    p.add_argument(
+        "--packer-var",
+        action="append",
+        default=[],
+        metavar="TARGET.VAR=VALUE",
+        help="a Packer variable of one target, e.g. amazon-ebs.region=eu-central-1 (PACKER_VARS; "
+        "[images.packer.TARGET]; `build.py targets` lists them); repeatable",
+    )
     p.add_argument("--force", action="store_true", help="run Packer even when inputs are unchanged")
 
 
@@ -156,14 +171,38 @@ def parser() -> argparse.ArgumentParser:
     _repo_flags(p)
     p.set_defaults(run=_repo)
 
+    from . import targets
+
+    kinds = ",".join(targets.base_kinds())
     p = steps.add_parser(
         "base",
         parents=[common],
         help="build the Debian bookworm base: docker image and qcow2 (debootstrap; root)",
     )
-    p.add_argument("--target", default="docker,qemu", help="docker,qemu (default: both)")
+    p.add_argument(
+        "--target",
+        help=f"{kinds} (default: all; the qcow2 for amd64 only, so naming qemu with another "
+        "arch is an error; other targets are ignored)",
+    )
+    p.add_argument(
+        "--arch",
+        default="amd64",
+        help="comma-separated: amd64,arm64 (make ARCH=); a foreign arch runs under qemu-user "
+        "(make binfmt). Default: amd64",
+    )
     p.add_argument("--force", action="store_true", help="rebuild even when the recipe is unchanged")
     p.set_defaults(run=_base)
+
+    p = steps.add_parser(
+        "targets",
+        help="list the image targets, their Packer variables, and the bases (variants)",
+        description="The registry of node image targets (flannelnode/targets.py): the Packer "
+        "source that builds each, its arches, whether `images` builds it by default, what it "
+        "needs, and the variables [images.packer.TARGET] and --packer-var may set.",
+    )
+    p.add_argument("--names", action="store_true", help="the target names only, comma-separated")
+    p.add_argument("--bases", action="store_true", help="the base names only, |-separated")
+    p.set_defaults(run=_list_targets)
 
     p = steps.add_parser("images", parents=[common], help="build node images with Packer")
     _images_flags(p)
@@ -239,6 +278,15 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+# where the images overrides come from, for messages (make variables pass these flags)
+LABELS = {
+    "images.targets": "--target (make IMAGES=)",
+    "images.base": "--base (make BASE=)",
+    "images.accelerator": "--accelerator",
+    "images.packer": "--packer-var (make PACKER_VARS=)",
+}
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     overrides: dict[str, object] = {
         "flannel.version": getattr(args, "flannel_version", None),
@@ -246,6 +294,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "fetch.mirror": getattr(args, "mirror", None),
         "fetch.local": getattr(args, "local", None),
         "repo.baseurl": getattr(args, "baseurl", None),
+        "images.base": getattr(args, "variant", None),
+        "images.accelerator": getattr(args, "accelerator", None),
     }
     endpoints = getattr(args, "endpoints", None)
     if endpoints:
@@ -253,6 +303,21 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     arch = getattr(args, "arch", None)
     if arch:
         overrides["flannel.arches"] = [a.strip() for a in arch.split(",") if a.strip()]
+    if args.step in ("images", "all") and args.target is not None:
+        named = _targets(args.target)
+        if not named:
+            raise ConfigError("--target names no target; give e.g. --target docker,qemu")
+        overrides["images.targets"] = named
+    for given in getattr(args, "packer_var", None) or ():
+        key, eq, value = given.partition("=")
+        target, dot, variable = key.strip().partition(".")
+        if not (eq and dot and target and variable):
+            raise ConfigError(
+                f"--packer-var {given!r}: give TARGET.VARIABLE=VALUE, e.g. "
+                'amazon-ebs.region=eu-central-1 (make PACKER_VARS="amazon-ebs.region=... '
+                'qemu.disk_size=8G")'
+            )
+        overrides[f"images.packer.{target}.{variable.strip()}"] = value
     return overrides
 
 
@@ -260,7 +325,7 @@ def _load(args: argparse.Namespace, reporter: Reporter | None = None):
     """The config; without --config and ./node.toml, the built-in defaults, said once loudly."""
     from . import config
 
-    cfg = config.load(args.config, overrides=_overrides(args))
+    cfg = config.load(args.config, overrides=_overrides(args), labels=LABELS)
     if cfg.source == config.BUILTIN and not getattr(args, "told_builtin", False):
         args.told_builtin = True
         (reporter or Reporter()).alarm(
@@ -303,7 +368,7 @@ def _lint(args: argparse.Namespace, reporter: Reporter) -> int:
                 f"two node configs: --config {args.config} and {given.name}; give one"
             )
         base = given.path.resolve().parent if given.path else Path.cwd()
-        cfg = config.loads(given.text, given.name, base, overrides=_overrides(args))
+        cfg = config.loads(given.text, given.name, base, overrides=_overrides(args), labels=LABELS)
         given = None
     else:
         cfg = _load(args, reporter)
@@ -364,13 +429,53 @@ def _targets(value: str) -> list[str]:
 
 
 def _base(args: argparse.Namespace, reporter: Reporter) -> int:
-    from . import base
+    from . import base, targets
 
-    targets = [t for t in _targets(args.target) if t in ("docker", "qemu")]
-    built = base.build(args.build_dir / "base", reporter, targets, force=args.force)
-    print(f"{built.image}  {built.image_id}")
-    if built.qcow2:
-        print(f"{built.qcow2}  sha256:{built.qcow2_sha256}")
+    named = args.target is not None
+    kinds = targets.base_kinds()
+    wanted_kinds = [t for t in _targets(args.target or ",".join(kinds)) if t in kinds]
+    arches = _targets(args.arch)
+    if not arches:
+        raise ConfigError("--arch names no arch; give e.g. --arch amd64,arm64")
+    for arch in arches:
+        base.check_arch(arch)
+    if named and "qemu" in wanted_kinds and arches != [base.QCOW2_ARCH]:
+        others = ", ".join(a for a in arches if a != base.QCOW2_ARCH)
+        raise base.BaseError(
+            f"base qemu: the qcow2 is built for {base.QCOW2_ARCH} only, not {others}; "
+            "leave qemu out of --target for those arches"
+        )
+    mirror = _load(args, reporter).images.debian_mirror
+    for arch in arches:
+        wanted = wanted_kinds if arch == base.QCOW2_ARCH else ["docker"]
+        built = base.build(
+            args.build_dir / "base", reporter, wanted, arch=arch, force=args.force, mirror=mirror
+        )
+        print(f"{built.image}  {built.image_id}")
+        if built.qcow2:
+            print(f"{built.qcow2}  sha256:{built.qcow2_sha256}")
+    return 0
+
+
+def _list_targets(args: argparse.Namespace, reporter: Reporter) -> int:
+    from . import targets
+
+    if args.names:
+        print(",".join(targets.TARGETS))
+        return 0
+    if args.bases:
+        print("|".join(targets.VARIANTS))
+        return 0
+    for t in targets.TARGETS.values():
+        default = "default" if t.default else "named only"
+        print(f"{t.name}  (-only={t.source}; {', '.join(t.arches())}; {default})")
+        print(f"    {t.summary}")
+        print(f"    needs: {t.needs}")
+        print(f"    [images.packer.{t.name}]: {', '.join(t.settable)}")
+    print("bases (images.base, --base, BASE=):")
+    for v in targets.VARIANTS.values():
+        default = ", default" if v.name == targets.DEFAULT_VARIANT else ""
+        print(f"  {v.name}  ({', '.join(v.arches())}{default}): {v.summary}")
     return 0
 
 
@@ -378,17 +483,13 @@ def _images(args: argparse.Namespace, reporter: Reporter) -> int:
     from . import images
 
     cfg = _load(args, reporter)
-    targets = None if args.target is None else _targets(args.target)
-    if targets == []:
-        raise ConfigError("--target names no target; give e.g. --target docker,qemu")
     for built in images.build(
         cfg,
         args.build_dir,
         reporter,
-        targets,
-        variant=args.variant,
-        rpms=images.el_rpms(args.build_dir, args.variant),
-        accelerator=args.accelerator,
+        cfg.images.targets,
+        variant=cfg.images.base,
+        rpms=images.el_rpms(args.build_dir, cfg.images.base),
         force=args.force,
     ):
         print(f"{built.target}  {built.image or built.path}  {built.image_id or built.sha256}")

@@ -36,7 +36,11 @@ ENV_OVERRIDES: dict[str, tuple[str, bool]] = {
     "RPM_RELEASE": ("rpm.release", False),
     "FLANNELNODE_GPG_KEY": ("repo.gpg_key", False),
     "FLANNELNODE_REPO_URL": ("repo.baseurl", False),
+    "FLANNELNODE_BACKOFF": ("fetch.backoff", False),
+    "FLANNELNODE_QEMU_ACCEL": ("images.accelerator", False),
+    "FLANNELNODE_DEBIAN_MIRROR": ("images.debian_mirror", False),
 }
+ENV_NUMBERS = {"FLANNELNODE_BACKOFF"}  # read as numbers (the model's check gives the range)
 
 
 # -- field checks: each takes the typed value, returns it (possibly normalised) or raises ValueError
@@ -132,6 +136,7 @@ class Fetch:
     github: str = _checked("https://github.com", _http_url)
     timeout: float = _checked(30.0, _between(0.1, 600))
     retries: int = _checked(5, _between(0, 20))
+    backoff: float = _checked(0.5, _between(0, 60))  # seconds before the first retry, doubling
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,76 @@ class Repo:
     keep: int = _checked(3, _between(1, 100))  # releases kept beside each other (dnf downgrade)
 
 
+def _variant(value: str) -> str:
+    from . import targets
+
+    if value not in targets.VARIANTS:
+        raise ValueError(f"unknown image base {value!r}; known: {', '.join(targets.VARIANTS)}")
+    return value
+
+
+def _target_names(values: list[str]) -> list[str]:
+    from . import targets
+
+    if not values:
+        raise ValueError(f"needs at least one target (known: {', '.join(targets.TARGETS)})")
+    for name in values:
+        if name not in targets.TARGETS:
+            raise ValueError(f"unknown image target {name!r}; known: {', '.join(targets.TARGETS)}")
+    return list(dict.fromkeys(values))
+
+
+def _packer_value(value: Any) -> str:
+    """Packer takes every -var as a string; TOML's scalars are spelled as Packer reads them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ValueError(f"must be a string, number or boolean, not {_kind(value)}")
+
+
+def _packer_tables(value: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """[images.packer.<target>] tables of Packer variables; which keys a target takes is the
+    registry's business (targets.py), checked with the base in Images.__post_init__."""
+    from . import targets
+
+    tables: dict[str, dict[str, str]] = {}
+    for name, table in value.items():
+        if name not in targets.TARGETS:
+            raise _FieldError(name, f"unknown image target; known: {', '.join(targets.TARGETS)}")
+        if not isinstance(table, dict):
+            raise _FieldError(name, f"must be a table of Packer variables, not {_kind(table)}")
+        tables[name] = {}
+        for key, item in table.items():
+            try:
+                tables[name][key] = _packer_value(item)
+            except ValueError as exc:
+                raise _FieldError(f"{name}.{key}", str(exc)) from None
+    return tables
+
+
+@dataclass(frozen=True)
+class Images:
+    """Node images: the base they start from, the targets built, Packer variables per target."""
+
+    base: str = _checked("debian-bookworm", _variant)
+    # unset: the registry's default list, which skips (loudly) a target this host cannot build;
+    # a target listed here that cannot be built is an error
+    targets: list[str] | None = _checked(None, _target_names)
+    accelerator: Literal["tcg", "kvm"] = "tcg"  # qemu: kvm where /dev/kvm boots a stock kernel
+    debian_mirror: str | None = _checked(None, _http_url)  # build.py base; default: the host's
+    packer: dict[str, Any] = _checked(dict, _packer_tables)
+
+    def __post_init__(self) -> None:
+        from . import targets
+
+        for name, settings in self.packer.items():
+            why = targets.check_settings(name, settings, self.base)
+            if why is not None:
+                key, _, reason = why.partition(": ")
+                raise _FieldError(f"packer.{key}", reason)
+
+
 @dataclass(frozen=True)
 class Config:
     flannel: Flannel = field(default_factory=Flannel)
@@ -243,6 +318,7 @@ class Config:
     rpm: Rpm = field(default_factory=Rpm)
     repo: Repo = field(default_factory=Repo)
     cluster: Cluster = field(default_factory=Cluster)
+    images: Images = field(default_factory=Images)
     # the file this came from, for messages; not a setting
     source: str = field(default=BUILTIN, compare=False, metadata={"internal": True})
 
@@ -326,6 +402,8 @@ def _build(cls: type, raw: Any, loc: str, errors: list[tuple[str, str]]) -> Any:
             value = _coerce(raw[name], hints[name], where, errors)
             check = fields[name].metadata.get("check")
             values[name] = check(value) if check and value is not None else value
+        except _FieldError as exc:  # a check that names a key inside its field
+            errors.append((_join(where, exc.field), str(exc)))
         except ValueError as exc:
             errors.append((where, str(exc)))
     if len(errors) > before:
@@ -424,15 +502,26 @@ def _tarball_selects_its_kind(
     origin["flannel.asset"] = "environment variable FLANNEL_TARBALL"
 
 
+def _env_number(var: str, value: str) -> str | float:
+    if var not in ENV_NUMBERS:
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {var}: {value!r} is not a number") from None
+
+
 def load(
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Config:
     """Read, override and validate. Raises ConfigError naming the file, field and reason.
 
     Without a path, ./node.toml if it exists, else the built-in defaults (Config.source says
-    which: callers tell the user)."""
+    which: callers tell the user). labels name where overrides came from in messages, by dotted
+    key or its prefix (default: "command line")."""
     explicit = path is not None
     path = path or DEFAULT_CONFIG
     if not path.exists():
@@ -440,14 +529,14 @@ def load(
             raise ConfigError(
                 f"{path}: no such config file (pass --config with an existing node.toml)"
             )
-        return loads(None, BUILTIN, Path.cwd(), env, overrides)
+        return loads(None, BUILTIN, Path.cwd(), env, overrides, labels)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return loads(text, str(path), path.resolve().parent, env, overrides)
+    return loads(text, str(path), path.resolve().parent, env, overrides, labels)
 
 
 def loads(
@@ -456,6 +545,7 @@ def loads(
     base: Path,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Config:
     """A config from TOML text (None: nothing but defaults) named `source` in messages; relative
     paths in it are relative to `base`."""
@@ -472,11 +562,15 @@ def loads(
         value = env.get(var)
         if value:
             items = [v.strip() for v in value.split(",") if v.strip()]
-            _set(raw, dotted, items if is_list else value)
+            _set(raw, dotted, items if is_list else _env_number(var, value))
             origin[dotted] = f"environment variable {var}"
     _tarball_selects_its_kind(raw, env, overrides or {}, origin)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(raw, dotted, value)
-            origin[dotted] = "command line"
+            origin[dotted] = next(
+                (label for key, label in (labels or {}).items()
+                 if dotted == key or dotted.startswith(key + ".")),
+                "command line",
+            )  # fmt: skip
     return from_dict(raw, source, origin)

@@ -1,8 +1,16 @@
-"""images: node images built by Packer from the payload, one template per target (images/*.pkr.hcl).
+"""images: node images built by Packer from the payload, from one template (images/node.pkr.hcl)
+with one source per target; what a target is lives in the registry, targets.py.
 
-Incremental: a target's inputs (its template, provision.sh, the variant's var file, the payload
-digest, the base image id or qcow2 sha256, the output name) hash to a digest recorded with the
-artifact in build/images/<target>.json. Same digest and the artifact still there: no Packer at all.
+Per arch: each target is built for the arches of flannel.arches that it and the variant are made
+for (targets.py: docker for every arch with a base, amd64 and arm64, a foreign one under
+qemu-user, see emulation.py; qemu and amazon-ebs for amd64; a pulled base for the host's arch).
+The docker images of one flannel version are also written as one OCI image layout with a
+multi-arch index (ociindex.py), build/images/node-<version>.oci.tar.
+
+Incremental: a target's inputs (the template, provision.sh, the variant's var file, the payload
+digest, the base image id or qcow2 sha256, the output name, the operator's Packer variables) hash
+to a digest recorded with the artifact in build/images/<target>-<arch>.json. Same digest and the
+artifact still there: no Packer at all.
 
 Nothing half-made is left: Packer removes its container or VM on failure, the docker image is only
 committed and tagged at the very end, and the qcow2 is written in a scratch directory and moved
@@ -17,34 +25,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import base, integrity, packer
+from . import base, emulation, integrity, ociindex, packer, targets
 from .cache import sha256_file
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
 from .payload import Staged, stage
 from .progress import Reporter
-from .tools import require, require_docker_engine
+from .targets import Job, Target, Variant
+from .tools import require
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+IMAGES_DIR = targets.IMAGES_DIR
+TEMPLATE = targets.TEMPLATE
 PROVISION = IMAGES_DIR / "provision.sh"
-TARGETS = ("docker", "qemu", "amazon-ebs")
-DEFAULT_TARGETS = ("docker", "qemu")  # what `images` builds when no --target names any
-QEMU_TOOLS = ("qemu-system-x86_64", "qemu-img", "mkisofs", "ssh-keygen")
-VARIANTS = ("debian-bookworm", "rocky-9")
-EL_VARIANTS = ("rocky-9",)  # bases that install flannel-node from our RPM with dnf
 REPOSITORY = "flannelnode/node"
 UPLOAD_PAYLOAD = "flannelnode-payload.tar"
-TIMEOUTS = {"docker": 1800.0, "qemu": 3600.0, "amazon-ebs": 5400.0}
-_MACHINE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
 class ImagesError(FlannelnodeError):
@@ -67,63 +68,62 @@ class Built:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def template(target: str) -> Path:
-    return IMAGES_DIR / f"{target}.pkr.hcl"
-
-
 def var_files(target: str, variant: str) -> list[Path]:
-    """The variant's var file for a target; the Debian default is the templates' own defaults."""
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown image base {variant!r}; known: {', '.join(VARIANTS)}")
-    path = IMAGES_DIR / "variants" / variant / f"{target}.pkrvars.hcl"
-    return [path] if path.exists() else []
+    """The variant's var file for a target (none where the build starts from our own base)."""
+    return targets.variant(variant).var_files(targets.get(target))
 
 
 def host_arch() -> str:
-    return _MACHINE_ARCH.get(platform.machine(), platform.machine())
+    return emulation.host_arch()
 
 
-def record_path(build_dir: Path, target: str) -> Path:
-    return build_dir / "images" / f"{target}.json"
+def record_path(build_dir: Path, target: str, arch: str) -> Path:
+    return build_dir / "images" / f"{target}-{arch}.json"
 
 
-def aws_credentials() -> str | None:
-    """Where the AWS SDK finds credentials (env, shared-credentials-file, iam-role...), or None."""
-    from . import awscreds
-
-    return awscreds.find()
-
-
-def unavailable(target: str) -> str | None:
-    """Why this host cannot build a target, in one line with what to do; None when it can."""
-    if target == "amazon-ebs":
-        from .awscreds import WHERE
-
-        if aws_credentials() is None:
-            return (
-                f"no AWS credentials (looked where the AWS SDK looks: {WHERE}); configure some "
-                "(e.g. AWS_PROFILE) or leave amazon-ebs out of --target/IMAGES"
-            )
-    if target == "qemu":
-        try:
-            require(*QEMU_TOOLS)
-        except FlannelnodeError as exc:
-            return str(exc)
-    return None
+def unavailable(target: str, arch: str | None = None) -> str | None:
+    """Why this host cannot build a target (for arch), in one line with what to do; None when
+    it can (targets.Target.unavailable)."""
+    return targets.get(target).unavailable(arch)
 
 
-def runnable(targets: Sequence[str] | None, reporter: Reporter) -> list[str]:
-    """The targets to build. A target named explicitly (targets given) that cannot be built here
-    is an error (exit 1); only the default list (targets None) may skip one, with an alarm."""
-    chosen = list(DEFAULT_TARGETS if targets is None else targets)
+def runnable(
+    named: Sequence[str] | None, reporter: Reporter, arches: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """The (target, arch) pairs to build, arch by arch; a target is built for the arches of
+    its registry entry among `arches` (the others are logged). A target named explicitly (named
+    given) that cannot be built here, for one of its arches or for none of `arches`, is an error
+    (exit 1); only the default list (named None) may skip one, with an alarm."""
+    chosen = list(targets.default_targets() if named is None else named)
+    arches = list(arches or [host_arch()])
+    made_for = {t: targets.get(t).arches() for t in chosen}
     reasons = {t: why for t in chosen if (why := unavailable(t)) is not None}
-    if targets is not None and reasons:
+    for t in chosen:
+        made = [a for a in arches if a in made_for[t]]
+        if not made:
+            reasons[t] = (
+                f"it is made for {', '.join(made_for[t])} only, and the arches asked for "
+                f"are {', '.join(arches)}; add {made_for[t][0]} to --arch/ARCH or leave "
+                f"{t} out of --target/IMAGES"
+            )
+        elif len(made) < len(arches) and t not in reasons:
+            others = ", ".join(a for a in arches if a not in made)
+            reporter.log(f"images {t}: built for {', '.join(made)}, not {others} (not made for it)")
+    pairs = [(t, a) for a in arches for t in chosen if t not in reasons and a in made_for[t]]
+    per_arch = {(t, a): why for t, a in pairs if (why := unavailable(t, a)) is not None}
+    if named is not None and (reasons or per_arch):
         raise ImagesError(
-            "; ".join(f"images {t}: cannot be built here: {why}" for t, why in reasons.items())
-        )
+            "; ".join(
+                [f"images {t}: cannot be built here: {why}" for t, why in reasons.items()]
+                + [f"images {t} {a}: cannot be built here: {why}"
+                   for (t, a), why in per_arch.items()]
+            )
+        )  # fmt: skip
     for t, why in reasons.items():
         reporter.alarm(f"images {t}: SKIPPED (not named with --target): {why}")
-    left = [t for t in chosen if t not in reasons]
+    for (t, a), why in per_arch.items():
+        reporter.alarm(f"images {t} {a}: SKIPPED (not named with --target): {why}")
+    left = [pair for pair in pairs if pair not in per_arch]
     if not left:
         raise ImagesError("images: every default target was skipped (see above); nothing built")
     return left
@@ -131,7 +131,7 @@ def runnable(targets: Sequence[str] | None, reporter: Reporter) -> list[str]:
 
 def el_rpms(build_dir: Path, variant: str, arch: str | None = None) -> list[Path]:
     """The RPM `build.py rpm` made for the image's arch, for EL bases; [] for the others."""
-    if variant not in EL_VARIANTS:
+    if not targets.variant(variant).el:
         return []
     from .rpm import RECORD, rpm_dir
 
@@ -169,32 +169,11 @@ def _save(path: Path, record: dict) -> None:
     os.replace(tmp, path)
 
 
-def _docker_image_id(ref: str) -> str:
-    res = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return res.stdout.strip() if res.returncode == 0 else ""
-
-
-def _still_there(target: str, record: dict) -> bool:
-    if target == "docker":
-        return (
-            bool(record.get("image_id")) and _docker_image_id(record["image"]) == record["image_id"]
-        )
-    if target == "qemu":
-        path = Path(record.get("path", ""))
-        return path.is_file() and path.stat().st_size == record.get("size")
-    return bool(record.get("image"))  # an AMI lives in AWS; trust the record
-
-
 def _upload_dir(work: Path, staged: Staged, rpms: Sequence[Path]) -> Path:
     """What Packer copies into the image: the payload tarball and, for EL bases, our RPMs."""
     up = work / "upload"
     (up / "rpms").mkdir(parents=True)
-    # the templates point provision.sh at this fixed name, whatever payload.py calls its file.
+    # the template points provision.sh at this fixed name, whatever payload.py calls its file.
     # A copy, hashed as it is made: the stage was verified before the base image was built, which
     # can take minutes, and Packer uploads exactly these bytes.
     integrity.copy_verified(
@@ -211,115 +190,62 @@ def _upload_dir(work: Path, staged: Staged, rpms: Sequence[Path]) -> Path:
     return up
 
 
-def _seed(work: Path) -> tuple[Path, Path]:
-    """A per-build ssh key and the NoCloud seed that lets it in as root; both die with work/."""
-    key = work / "ssh" / "id_ed25519"
-    key.parent.mkdir(mode=0o700)
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "flannelnode-build", "-f", str(key)],
-        check=True,
-        timeout=60,
-    )
-    seed = work / "seed"
-    seed.mkdir()
-    public = key.with_suffix(".pub").read_text().strip()
-    # users: [] creates no default user; disable_root: false lets the build key in as root.
-    (seed / "user-data").write_text(
-        "#cloud-config\nusers: []\ndisable_root: false\nssh_pwauth: false\n"
-        f"ssh_authorized_keys:\n  - {public}\n"
-    )
-    (seed / "meta-data").write_text(
-        f"instance-id: flannelnode-build-{os.getpid()}\nlocal-hostname: flannelnode-build\n"
-    )
-    return key, seed
+def inputs(job: Job, payload_digest: str, rpms: Sequence[Path] = ()) -> dict[str, str]:
+    """What a target's image is made of; its digest decides whether Packer runs."""
+    t = job.target
+    parts = {
+        "target": t.name,
+        "variant": job.variant.name,
+        "template": sha256_file(TEMPLATE),
+        "source": t.source,
+        "provision": sha256_file(PROVISION),
+        "payload": payload_digest,
+        "tag": job.tag,
+        "repository": job.repository,
+    }
+    for f in job.variant.var_files(t):
+        parts[f"vars {f.name}"] = sha256_file(f)
+    if job.base is not None:
+        parts["base"] = t.base_input(job.base)
+    parts |= {f"rpm {r.name}": sha256_file(r) for r in rpms}
+    parts |= {f"packer {k}": v for k, v in sorted(job.settings.items())}
+    return parts
 
 
-class _Target:
-    """Inputs, Packer variables and artifact handling of one target."""
-
-    def __init__(
-        self, name: str, config: Config, staged: Staged, variant: str, repository: str
-    ) -> None:
-        self.name, self.config, self.staged, self.variant = name, config, staged, variant
-        self.version = config.flannel.version
-        self.tag = f"{self.version}-{staged.arch}"
-        self.repository = repository
-
-    def inputs(self, base_image: base.Base | None) -> dict[str, str]:
-        parts = {
-            "target": self.name,
-            "variant": self.variant,
-            "template": sha256_file(template(self.name)),
-            "provision": sha256_file(PROVISION),
-            "payload": self.staged.digest,
-            "tag": self.tag,
-            "repository": self.repository,
-        }
-        for f in var_files(self.name, self.variant):
-            parts[f"vars {f.name}"] = sha256_file(f)
-        if base_image is not None and self.name == "docker":
-            parts["base"] = base_image.image_id
-        if base_image is not None and self.name == "qemu":
-            parts["base"] = f"sha256:{base_image.qcow2_sha256}"
-        return parts
-
-
-def _packer_vars(
-    target: str, t: _Target, work: Path, upload: Path, base_image: base.Base | None, accel: str
-) -> dict[str, str]:
+def packer_vars(job: Job, work: Path, upload: Path) -> dict[str, str]:
+    """The operator's settings, then what the build sets (config refuses overlaps)."""
     common = {"upload_dir": str(upload), "provision_script": str(PROVISION)}
-    if target == "docker":
-        extra = {"repository": t.repository, "tag": t.tag}
-        if base_image is not None:
-            extra["base_image"] = base_image.image_id
-        return {**common, **extra}
-    if target == "qemu":
-        key, seed = _seed(work)
-        extra = {
-            "ssh_private_key_file": str(key),
-            "seed_dir": str(seed),
-            "output_directory": str(work / "out"),
-            "vm_name": f"flannelnode-node-{t.tag}.qcow2",
-            "serial_log": str(work / "serial.log"),
-            "accelerator": accel,
-        }
-        if base_image is not None:
-            extra["base_url"] = str(base_image.qcow2)
-            extra["base_checksum"] = f"sha256:{base_image.qcow2_sha256}"
-        return {**common, **extra}
-    return {**common, "flannel_version": t.version}
+    return {**job.settings, **common, **job.target.packer_vars(job, work)}
 
 
-def _finish(target: str, t: _Target, artifacts: list[packer.Artifact], build_dir: Path) -> dict:
-    if target == "docker":
-        # after docker-tag, Packer reports the tagged image (builder id packer.post-processor.*)
-        ids = {a.id for a in artifacts if a.builder_id.startswith(("packer.docker", "packer.post"))}
-        image = f"{t.repository}:{t.tag}"
-        image_id = _docker_image_id(image)
-        if not image_id or image_id not in ids:
-            raise ImagesError(
-                f"packer reported {sorted(ids)} but {image} is {image_id or 'absent'}"
-            )
-        return {"image": image, "image_id": image_id}
-    if target == "qemu":
-        files = [Path(f) for a in artifacts for f in a.files if f.endswith(".qcow2")]
-        if not files:
-            raise ImagesError("packer reported no qcow2")
-        out = build_dir / "images" / "qemu" / files[0].name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        digest = sha256_file(files[0])
-        os.replace(files[0], out)
-        return {"path": str(out), "sha256": digest, "size": out.stat().st_size}
-    return {"image": ",".join(a.id for a in artifacts)}
+def image_arches(config: Config, variant: Variant, reporter: Reporter) -> list[str]:
+    """The arches of flannel.arches that node images on this variant are built for; the
+    others, loudly (or, for a pulled base, in the log), not."""
+    made = variant.arches()
+    arches = [a for a in config.flannel.arches if a in made]
+    if not arches:
+        raise ConfigError(
+            f"node images on {variant.name} are built for {', '.join(made)}, and "
+            f"flannel.arches ({', '.join(config.flannel.arches)}) lists none of them"
+        )
+    others = [a for a in config.flannel.arches if a not in made]
+    if others and variant.ours:
+        reporter.alarm(
+            f"images: no node image for {', '.join(others)} (images are built for "
+            f"{', '.join(made)}; the RPMs cover every arch)"
+        )
+    elif others:
+        reporter.log(f"images --base {variant.name}: built for {', '.join(made)} only")
+    return arches
 
 
 def build(
     config: Config,
     build_dir: Path,
     reporter: Reporter,
-    targets: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
     *,
-    variant: str = "debian-bookworm",
+    variant: str | None = None,
     base_dir: Path | None = None,
     rpms: Sequence[Path] = (),
     accelerator: str | None = None,
@@ -327,112 +253,144 @@ def build(
     force: bool = False,
     on_line: Callable[[str], None] | None = None,
 ) -> list[Built]:
-    """Build each target for the host's arch; returns what the manifest records.
+    """Build each target for each of its arches in flannel.arches; returns what the manifest
+    records. The docker images of all arches are then also written as one OCI layout.
 
-    targets None: the default list, whose targets this host cannot build are skipped loudly."""
-    unknown = [t for t in targets or () if t not in TARGETS]
-    if unknown:
-        raise ConfigError(f"unknown image target {', '.join(unknown)}; known: {', '.join(TARGETS)}")
-    for t in targets or DEFAULT_TARGETS:
-        var_files(t, variant)  # validates the variant name
-    arch = host_arch()
-    if arch not in config.flannel.arches:
-        raise ConfigError(
-            f"images are built for this host's arch ({arch}), which flannel.arches does not list"
-        )
+    names None: images.targets of the config, and if that is unset the registry's default list,
+    whose targets this host cannot build are skipped loudly. variant None: images.base."""
+    if names is None:
+        names = config.images.targets
+    for name in names or ():
+        targets.get(name)
+    the_variant = targets.variant(variant or config.images.base)
+    for name in names or targets.default_targets():
+        the_variant.var_files(targets.get(name))
+    arches = image_arches(config, the_variant, reporter)
     require("packer")
-    chosen = runnable(targets, reporter)
-    if "docker" in chosen:
-        require_docker_engine()
-    if "qemu" in chosen:
-        require(*QEMU_TOOLS)
+    chosen = runnable(names, reporter, arches)
+    for name in dict.fromkeys(t for t, _ in chosen):
+        targets.get(name).require()
 
-    staged = next(s for s in stage(config, build_dir, reporter) if s.arch == arch)
-    local_base = variant == "debian-bookworm" and any(t in ("docker", "qemu") for t in chosen)
-    base_image = (
-        base.build(base_dir or build_dir / "base", reporter, chosen) if local_base else None
-    )
-    accel = accelerator or os.environ.get("FLANNELNODE_QEMU_ACCEL") or "tcg"
+    staged = {s.arch: s for s in stage(config, build_dir, reporter) if s.arch in arches}
+    bases = {
+        arch: base.build(base_dir or build_dir / "base", reporter, kinds, arch=arch,
+                         mirror=config.images.debian_mirror)
+        for arch in dict.fromkeys(a for _, a in chosen)
+        if the_variant.ours
+        and (kinds := [k for t, a in chosen if a == arch and (k := targets.get(t).base)])
+    }  # fmt: skip
+    accel = accelerator or config.images.accelerator
     log = on_line or (lambda line: reporter.log(f"  {line}"))
-    return [
-        _build_target(_Target(name, config, staged, variant, repository), base_image, build_dir,
-                      reporter, rpms, accel, force, log)
-        for name in chosen
-    ]  # fmt: skip
+    built = []
+    for name, arch in chosen:
+        target = targets.get(name)
+        job = Job(
+            target=target,
+            variant=the_variant,
+            arch=arch,
+            version=config.flannel.version,
+            repository=repository,
+            base=bases.get(arch) if target.base else None,
+            accelerator=accel,
+            settings=config.images.packer.get(name, {}),
+        )
+        built.append(_build_target(job, staged[arch], build_dir, reporter, rpms, force, log))
+    docker = [
+        ociindex.Platform(b.arch, b.image, b.image_id)
+        for b in built
+        if b.target == "docker" and b.image and b.image_id
+    ]
+    if docker:
+        ociindex.update(build_dir, config.flannel.version, docker, reporter)
+    return built
 
 
 def _build_target(
-    t: _Target,
-    base_image: base.Base | None,
+    job: Job,
+    staged: Staged,
     build_dir: Path,
     reporter: Reporter,
     rpms: Sequence[Path],
-    accel: str,
     force: bool,
     on_line: Callable[[str], None],
 ) -> Built:
-    name, staged, variant = t.name, t.staged, t.variant
-    parts = t.inputs(base_image if name in ("docker", "qemu") else None)
-    parts |= {f"rpm {r.name}": sha256_file(r) for r in rpms}
+    t, arch = job.target, job.arch
+    name = t.name
+    parts = inputs(job, staged.digest, rpms)
     digest = _digest(parts)
-    path = record_path(build_dir, name)
+    path = record_path(build_dir, name, arch)
+    legacy = build_dir / "images" / f"{name}.json"  # before records were per arch
     record = _load(path)
-    if not force and record.get("inputs") == digest and _still_there(name, record):
-        reporter.log(f"images {name}: up to date")
-        return _built(name, staged.arch, digest, False, record)
+    if not record and _load(legacy).get("arch") == arch:
+        record = _load(legacy)
+    if not force and record.get("inputs") == digest and t.still_there(record):
+        reporter.log(f"images {name} {arch}: up to date")
+        if not path.exists():
+            _save(path, {**record, "target": name})
+            legacy.unlink(missing_ok=True)
+        return _built(name, arch, digest, False, record)
 
-    reporter.log(f"images {name}: building with packer ({template(name).name})")
+    foreign = arch != host_arch()
+    reporter.log(
+        f"images {name} {arch}: building with packer ({TEMPLATE.name}, -only={t.source})"
+        + (" under qemu-user emulation: several times slower" if foreign else "")
+    )
     started = time.monotonic()
     (build_dir / "images").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=build_dir / "images"))
     try:
         upload = _upload_dir(work, staged, rpms)
-        variables = _packer_vars(name, t, work, upload, base_image, accel)
         env = {"PACKER_CACHE_DIR": str(build_dir / "images" / ".packer_cache")}
         try:
             artifacts = packer.build(
-                template(name),
-                variables,
-                var_files=var_files(name, variant),
+                TEMPLATE,
+                packer_vars(job, work, upload),
+                var_files=job.variant.var_files(t),
+                only=[t.source],
                 on_line=on_line,
-                timeout=TIMEOUTS[name],
+                timeout=t.timeout_for(arch),
                 env=env,
             )
         except packer.PackerError as exc:
             serial = work / "serial.log"
             if not serial.exists():
                 raise
-            kept = build_dir / "images" / f"{name}-serial.log"  # a diagnostic, not an artifact
+            kept = build_dir / "images" / f"{name}-{arch}-serial.log"  # a diagnostic
             shutil.copyfile(serial, kept)
             tail = serial.read_text(errors="replace").splitlines()[-15:]
             raise packer.PackerError(
                 f"{exc}\n--- guest serial console, last lines (all in {kept}) ---\n"
                 + "\n".join(tail)
             ) from None
-        artifact = _finish(name, t, artifacts, build_dir)
+        artifact = t.finish(job, _of_source(t, artifacts), build_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - started, 1)
     record = {
+        "target": name,
         "inputs": digest,
         "parts": parts,
-        "arch": staged.arch,
+        "arch": arch,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": seconds,
         **artifact,
     }
-    _drop_previous(name, _load(path), record)
+    t.drop_previous(_load(path) or _load(legacy), record)
     _save(path, record)
-    reporter.log(f"images {name}: done in {seconds:.0f}s")
-    return _built(name, staged.arch, digest, True, record)
+    legacy.unlink(missing_ok=True)
+    reporter.log(f"images {name} {arch}: done in {seconds:.0f}s")
+    return _built(name, arch, digest, True, record)
 
 
-def _drop_previous(name: str, old: dict, new: dict) -> None:
-    """The artifact a rebuild replaced: an untagged docker image, a qcow2 of another name."""
-    if name == "docker" and old.get("image_id") and old["image_id"] != new["image_id"]:
-        subprocess.run(["docker", "rmi", old["image_id"]], capture_output=True, timeout=120)
-    if name == "qemu" and old.get("path") and old["path"] != new["path"]:
-        Path(old["path"]).unlink(missing_ok=True)
+def _of_source(t: Target, artifacts: Sequence[packer.Artifact]) -> list[packer.Artifact]:
+    """Packer 1.6.6 builds nothing, and succeeds, for an -only= name the template lacks."""
+    mine = [a for a in artifacts if a.source == t.source]
+    if not mine:
+        raise ImagesError(
+            f"packer build -only={t.source} {TEMPLATE} built nothing: the template has no "
+            f"source {t.source} (flannelnode/targets.py names it for {t.name})"
+        )
+    return mine
 
 
 def _built(name: str, arch: str, digest: str, rebuilt: bool, record: dict) -> Built:

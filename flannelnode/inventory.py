@@ -260,7 +260,7 @@ def _images(build_dir: Path) -> list[Image]:
         with _reading(path, "images"):
             images.append(
                 Image(
-                    target=path.stem,
+                    target=record.get("target", path.stem),  # <target>-<arch>.json
                     arch=record.get("arch", ""),
                     inputs=record["inputs"],
                     parts={k: str(v) for k, v in record.get("parts", {}).items()},

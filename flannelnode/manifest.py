@@ -87,6 +87,10 @@ def gather(config: Config, build_dir: Path) -> dict[str, Any]:
         },
         "base": {p.stem: _json(p) for p in sorted((build_dir / "base").glob("*.json"))},
         "images": images,
+        # the multi-arch node tag as an OCI layout archive (ociindex.py), per flannel version
+        "oci_index": {
+            p.stem: _json(p) for p in sorted((build_dir / "images" / "oci").glob("*.json"))
+        },
         "templates": templates,
         "tools": {
             "python": platform.python_version(),

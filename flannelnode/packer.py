@@ -121,11 +121,16 @@ def validate(
     variables: Mapping[str, str] | None = None,
     *,
     var_files: Iterable[Path] = (),
+    only: Sequence[str] | None = None,
     timeout: float = 60,
     env: Mapping[str, str] | None = None,
-) -> None:
-    """`packer validate`; raises PackerError with Packer's own message."""
-    cmd = [executable(), "validate", *_args(template, variables or {}, var_files)]
+) -> str:
+    """`packer validate`; raises PackerError with Packer's own message. Returns its output
+    (warnings, e.g. a var file setting a variable the template does not declare)."""
+    cmd = [executable(), "validate"]
+    if only:
+        cmd.append("-only=" + ",".join(only))
+    cmd += _args(template, variables or {}, var_files)
     try:
         res = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, env=_environment(env)
@@ -135,6 +140,7 @@ def validate(
     if res.returncode != 0:
         lines = (res.stdout + res.stderr).strip().splitlines()
         raise PackerError(f"{template}: packer validate failed", lines[-TAIL:])
+    return res.stdout + res.stderr
 
 
 class _Run:

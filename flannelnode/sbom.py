@@ -115,7 +115,7 @@ def _image(i: Image) -> Component:
             type=ComponentType.CONTAINER,
             name=name,
             version=tag,
-            bom_ref=f"image@{i.target}",
+            bom_ref=f"image@{i.target}-{i.arch}",
             hashes=_sha256((i.image_id or "").removeprefix("sha256:")),
             purl=PackageURL("docker", namespace or None, short, tag),
             properties=_props(arch=i.arch, image_id=i.image_id, target=i.target),
@@ -124,14 +124,14 @@ def _image(i: Image) -> Component:
         return Component(
             type=ComponentType.FILE,
             name=i.path.rsplit("/", 1)[-1],
-            bom_ref=f"image@{i.target}",
+            bom_ref=f"image@{i.target}-{i.arch}",
             hashes=_sha256(i.sha256 or ""),
             properties=_props(arch=i.arch, format="qcow2", target=i.target),
         )
     return Component(
         type=ComponentType.PLATFORM,
         name=f"flannelnode node image ({i.target})",
-        bom_ref=f"image@{i.target}",
+        bom_ref=f"image@{i.target}-{i.arch}",
         properties=_props(arch=i.arch, image=i.image, target=i.target),
     )
 

@@ -8,7 +8,6 @@ check is dropped. All of it happens under the digest's lock in the cache (see ca
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
@@ -178,7 +177,7 @@ class Fetcher:
                 http=self._http,
                 timeout=self.cfg.fetch.timeout,
                 retries=self.cfg.fetch.retries,
-                backoff=float(os.environ.get("FLANNELNODE_BACKOFF") or "0.5"),
+                backoff=self.cfg.fetch.backoff,
                 progress=self.reporter.transfer(asset.name),
                 log=log,
                 stop=self.stop,

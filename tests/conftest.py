@@ -13,6 +13,8 @@ from flannelnode.config import ENV_OVERRIDES
 from .release_server import ReleaseServer
 
 REPO = Path(__file__).resolve().parent.parent
+# environment overrides that describe the host, not a test's configuration: kept from the shell
+HOST_KNOBS = ("FLANNELNODE_QEMU_ACCEL", "FLANNELNODE_DEBIAN_MIRROR")
 
 # fixtures: a 3-member TLS etcd cluster, and the flanneld stand-in served as a pinned release
 pytest_plugins = ["tests.conftest_etcd", "tests.standin_release"]
@@ -22,7 +24,8 @@ pytest_plugins = ["tests.conftest_etcd", "tests.standin_release"]
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The tests' configuration comes from their own files, never from the caller's shell."""
     for var in [*ENV_OVERRIDES, "XDG_CACHE_HOME"]:
-        monkeypatch.delenv(var, raising=False)
+        if var not in HOST_KNOBS:
+            monkeypatch.delenv(var, raising=False)
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("FLANNELNODE_BACKOFF", "0.01")

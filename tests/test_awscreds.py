@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flannelnode import awscreds, images
+from flannelnode import awscreds
 
 TOKEN = "imds-test-token"
 ROLE = "flannelnode-builder"
@@ -98,31 +98,31 @@ def _closed_port() -> int:
 
 
 def test_nothing_configured_is_none() -> None:
-    assert images.aws_credentials() is None
+    assert awscreds.find() is None
 
 
 def test_an_empty_credentials_file_is_not_credentials(no_aws: Path) -> None:
     (no_aws / ".aws").mkdir()
     (no_aws / ".aws" / "credentials").write_text("")
-    assert images.aws_credentials() is None
+    assert awscreds.find() is None
 
 
 def test_environment_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATEST")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    assert images.aws_credentials() == "env"
+    assert awscreds.find() == "env"
 
 
 def test_a_partial_key_pair_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATEST")
     with pytest.raises(awscreds.AwsCredentialsError, match="AWS_SECRET_ACCESS_KEY"):
-        images.aws_credentials()
+        awscreds.find()
 
 
 def test_a_missing_profile_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_PROFILE", "nosuch")
     with pytest.raises(awscreds.AwsCredentialsError, match="nosuch"):
-        images.aws_credentials()
+        awscreds.find()
 
 
 def test_shared_credentials_file_named_by_env(
@@ -132,7 +132,7 @@ def test_shared_credentials_file_named_by_env(
     creds.write_text("[builder]\naws_access_key_id = AKIATEST\naws_secret_access_key = s\n")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
     monkeypatch.setenv("AWS_PROFILE", "builder")
-    assert images.aws_credentials() == "shared-credentials-file"
+    assert awscreds.find() == "shared-credentials-file"
 
 
 def test_keys_in_the_config_file(no_aws: Path) -> None:
@@ -140,7 +140,7 @@ def test_keys_in_the_config_file(no_aws: Path) -> None:
     (no_aws / ".aws" / "config").write_text(
         "[default]\naws_access_key_id = AKIATEST\naws_secret_access_key = s\n"
     )
-    assert images.aws_credentials() == "config-file"
+    assert awscreds.find() == "config-file"
 
 
 def test_credential_process_profile(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -155,7 +155,7 @@ def test_credential_process_profile(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     config.write_text(f"[profile ci]\ncredential_process = {helper}\n")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
     monkeypatch.setenv("AWS_PROFILE", "ci")
-    assert images.aws_credentials() == "custom-process"
+    assert awscreds.find() == "custom-process"
 
 
 def test_role_arn_and_sso_profiles_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -169,9 +169,9 @@ def test_role_arn_and_sso_profiles_count(monkeypatch: pytest.MonkeyPatch, tmp_pa
     )
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
     monkeypatch.setenv("AWS_PROFILE", "builder")
-    assert images.aws_credentials() == "assume-role"
+    assert awscreds.find() == "assume-role"
     monkeypatch.setenv("AWS_PROFILE", "sso")
-    assert images.aws_credentials() == "sso"
+    assert awscreds.find() == "sso"
 
 
 def test_web_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_web_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     token.write_text("a.b.c")
     monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
     monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/packer")
-    assert images.aws_credentials() == "assume-role-with-web-identity"
+    assert awscreds.find() == "assume-role-with-web-identity"
 
 
 def test_container_credentials_full_uri(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,7 +199,7 @@ def test_container_credentials_full_uri(monkeypatch: pytest.MonkeyPatch) -> None
     try:
         uri = f"http://127.0.0.1:{server.server_address[1]}/creds"
         monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri)
-        assert images.aws_credentials() == "container-role"
+        assert awscreds.find() == "container-role"
     finally:
         server.shutdown()
         server.server_close()
@@ -209,7 +209,7 @@ def test_instance_role_over_imdsv2(monkeypatch: pytest.MonkeyPatch, imds) -> Non
     url, seen, _ = imds
     monkeypatch.delenv("AWS_EC2_METADATA_DISABLED")
     monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", url)
-    assert images.aws_credentials() == "iam-role"
+    assert awscreds.find() == "iam-role"
     assert seen[0][:2] == ("PUT", "/latest/api/token") and seen[0][2]
     gets = [s for s in seen if s[0] == "GET"]
     assert gets and all(token == TOKEN for _, _, token in gets)
@@ -219,7 +219,7 @@ def test_instance_role_over_imdsv2(monkeypatch: pytest.MonkeyPatch, imds) -> Non
 def test_metadata_disabled_is_not_asked(monkeypatch: pytest.MonkeyPatch, imds) -> None:
     url, seen, _ = imds
     monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", url)
-    assert images.aws_credentials() is None
+    assert awscreds.find() is None
     assert seen == []
 
 
@@ -230,7 +230,7 @@ def test_a_hung_metadata_service_is_bounded(monkeypatch: pytest.MonkeyPatch, imd
         monkeypatch.delenv("AWS_EC2_METADATA_DISABLED")
         monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", url)
         started = time.monotonic()
-        assert images.aws_credentials() is None
+        assert awscreds.find() is None
         assert time.monotonic() - started < 5
         assert seen  # it was asked, and given up on
     finally:
@@ -242,5 +242,5 @@ def test_no_metadata_service_is_none_quickly(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("AWS_EC2_METADATA_DISABLED")
     monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", f"http://127.0.0.1:{_closed_port()}/")
     started = time.monotonic()
-    assert images.aws_credentials() is None
+    assert awscreds.find() is None
     assert time.monotonic() - started < 5

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flannelnode import base, urls
+from flannelnode import base, config, urls
 from flannelnode.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -325,6 +325,9 @@ def test_debian_mirror_credentials_stay_out_of_the_image_apt_sources():
     ],
 )
 def test_debian_mirror_from_the_environment_is_checked(value, words):
+    """FLANNELNODE_DEBIAN_MIRROR sets images.debian_mirror, checked with the config."""
     with pytest.raises(ConfigError) as exc:
-        base.debian_mirror(env={"FLANNELNODE_DEBIAN_MIRROR": value})
-    assert "FLANNELNODE_DEBIAN_MIRROR" in str(exc.value) and words in str(exc.value)
+        config.load(env={"FLANNELNODE_DEBIAN_MIRROR": value})
+    message = str(exc.value)
+    assert "images.debian_mirror" in message and words in message
+    assert "(from environment variable FLANNELNODE_DEBIAN_MIRROR)" in message

@@ -77,6 +77,22 @@ BAD = [
     ('[cluster]\nnode_networks = "10.0.0.0/8"\n', "cluster.node_networks: must be a list"),
     ('[cluster]\ndocker_bridge = "172.17.0.1"\n', "cluster.docker_bridge: '172.17.0.1' is not"),
     ("source = 'x'\n", "source: unknown key"),
+    ('[images]\nbase = "centos-7"\n', "images.base: unknown image base 'centos-7'; known: debian"),
+    ('[images]\ntargets = ["vagrant"]\n', "images.targets: unknown image target 'vagrant'"),
+    ("[images]\ntargets = []\n", "images.targets: needs at least one target"),
+    ('[images]\naccelerator = "hvf"\n', "images.accelerator: 'hvf' is not one of 'tcg', 'kvm'"),
+    ('[images]\ndebian_mirror = "ftp://m/debian"\n', "images.debian_mirror: 'ftp://m/debian'"),
+    ("[images]\nregion = 'eu-central-1'\n", "images.region: unknown key"),
+    ('[images.packer.azure-arm]\nlocation = "westeurope"\n', "images.packer.azure-arm: unknown"),
+    ("[images.packer]\nqemu = 8\n", "images.packer.qemu: must be a table of Packer variables"),
+    ('[images.packer.qemu]\ndisk = "8G"\n', "images.packer.qemu.disk: not a Packer variable of"),
+    ("[images.packer.qemu]\ncpus = [2]\n", "images.packer.qemu.cpus: must be a string, number"),
+    ('[images.packer.qemu]\nseed_dir = "/x"\n', "images.packer.qemu.seed_dir: set by the build"),
+    ('[images.packer.docker]\ntag = "x"\n', "images.packer.docker.tag: set by the build"),
+    ('[images.packer.amazon-ebs]\nupload_dir = "/x"\n', "amazon-ebs.upload_dir: set by the"),
+    ('[images.packer.qemu]\naccelerator = "kvm"\n', "set by images.accelerator"),
+    # our own base on debian-bookworm: another base is another variant
+    ('[images.packer.docker]\nbase_image = "x"\n', "images.packer.docker.base_image: set by the"),
 ]
 
 
@@ -129,3 +145,68 @@ def test_the_config_knows_the_file_it_came_from(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert config.load(env={}).source == config.BUILTIN  # no ./node.toml here
     assert config.loads("", "<stdin>", tmp_path, env={}).source == "<stdin>"
+
+
+IMAGES_TOML = """
+[images]
+base = "rocky-9"
+targets = ["docker", "amazon-ebs"]
+[images.packer.amazon-ebs]
+region = "eu-central-1"
+instance_type = "t3.medium"
+[images.packer.qemu]
+cpus = 4
+disk_size = "8G"
+[images.packer.docker]
+base_image = "registry.example.com/rockylinux:9"   # not ours on rocky-9: the operator's to set
+pull = true
+"""
+
+
+def test_images_table_holds_base_targets_and_packer_variables(tmp_path):
+    path = tmp_path / "node.toml"
+    path.write_text(IMAGES_TOML)
+    images = config.load(path, env={}).images
+    assert images.base == "rocky-9" and images.targets == ["docker", "amazon-ebs"]
+    assert images.packer == {
+        "amazon-ebs": {"region": "eu-central-1", "instance_type": "t3.medium"},
+        "qemu": {"cpus": "4", "disk_size": "8G"},  # as Packer's -var takes them
+        "docker": {"base_image": "registry.example.com/rockylinux:9", "pull": "true"},
+    }
+    defaults = config.Config().images
+    assert (defaults.base, defaults.targets, defaults.packer) == ("debian-bookworm", None, {})
+
+
+def test_images_overrides_name_the_flag_they_came_from(tmp_path):
+    path = tmp_path / "node.toml"
+    path.write_text(IMAGES_TOML)
+    labels = {"images.packer": "--packer-var (make PACKER_VARS=)"}
+    cfg = config.load(
+        path,
+        env={"FLANNELNODE_QEMU_ACCEL": "kvm"},
+        overrides={"images.packer.qemu.disk_size": "20G"},
+        labels=labels,
+    )
+    assert cfg.images.packer["qemu"] == {"cpus": "4", "disk_size": "20G"}
+    assert cfg.images.accelerator == "kvm"
+    with pytest.raises(ConfigError) as exc:
+        config.load(path, env={}, overrides={"images.packer.qemu.disc": "8G"}, labels=labels)
+    assert "images.packer.qemu.disc: not a Packer variable of qemu" in str(exc.value)
+    assert "(from --packer-var (make PACKER_VARS=))" in str(exc.value)
+    with pytest.raises(ConfigError, match="from environment variable FLANNELNODE_QEMU_ACCEL"):
+        config.load(path, env={"FLANNELNODE_QEMU_ACCEL": "KVM"})
+    # on our own Debian base, the docker base image is the build's, not the file's
+    with pytest.raises(ConfigError, match=r"images\.packer\.docker\.base_image: set by the build"):
+        config.load(path, env={}, overrides={"images.base": "debian-bookworm"})
+
+
+def test_cli_packer_var_must_name_target_and_variable(project):
+    project.config()
+    for bad in ("region=eu-central-1", "amazon-ebs.region", "=x"):
+        res = project.run("images", "--packer-var", bad)
+        assert res.rc == 2, res.err
+        assert f"--packer-var {bad!r}: give TARGET.VARIABLE=VALUE" in res.err
+        assert "Traceback" not in res.err
+    res = project.run("images", "--packer-var", "qemu.output_directory=/tmp/x")
+    assert res.rc == 2 and "images.packer.qemu.output_directory: set by the build" in res.err
+    assert str(project.root / "node.toml") in res.err

@@ -48,12 +48,14 @@ def made(project, fetched, monkeypatch) -> Path:
     parts = {"payload": payload["input_digest"], "template": "11" * 32, "provision": "22" * 32,
              "variant": "debian-bookworm", "tag": "v0.27.4-amd64"}  # fmt: skip
     qcow2 = images / "qemu" / "flannelnode-node-v0.27.4-amd64.qcow2"
-    (images / "docker.json").write_text(json.dumps({
-        "inputs": "33" * 32, "arch": "amd64", "built_at": "2026-01-02T03:04:05Z", "seconds": 60.0,
+    (images / "docker-amd64.json").write_text(json.dumps({
+        "target": "docker", "inputs": "33" * 32, "arch": "amd64",
+        "built_at": "2026-01-02T03:04:05Z", "seconds": 60.0,
         "parts": {**parts, "target": "docker", "base": "sha256:" + "44" * 32},
         "image": "flannelnode/node:v0.27.4-amd64", "image_id": IMAGE_ID}))  # fmt: skip
-    (images / "qemu.json").write_text(json.dumps({
-        "inputs": "55" * 32, "arch": "amd64", "built_at": "2026-01-02T03:14:05Z", "seconds": 600.0,
+    (images / "qemu-amd64.json").write_text(json.dumps({
+        "target": "qemu", "inputs": "55" * 32, "arch": "amd64",
+        "built_at": "2026-01-02T03:14:05Z", "seconds": 600.0,
         "parts": {**parts, "target": "qemu", "base": "sha256:" + "66" * 32},
         "path": str(qcow2), "sha256": QCOW2_SHA, "size": 1 << 30}))  # fmt: skip
     res = project.run("manifest")
@@ -113,7 +115,7 @@ def test_the_sbom_is_valid_cyclonedx_and_lists_flanneld_files_rpms_and_images(ma
         assert f"flanneld@{arch}" in depends["dependsOn"]
         assert f"file@{arch}:/usr/lib/systemd/system/flanneld.service" in depends["dependsOn"]
 
-    docker, qemu = components["image@docker"], components["image@qemu"]
+    docker, qemu = components["image@docker-amd64"], components["image@qemu-amd64"]
     assert docker["type"] == "container" and _hash(docker) == IMAGE_ID.removeprefix("sha256:")
     assert docker["name"] == "flannelnode/node" and docker["version"] == "v0.27.4-amd64"
     assert qemu["name"] == "flannelnode-node-v0.27.4-amd64.qcow2" and _hash(qemu) == QCOW2_SHA
@@ -202,7 +204,7 @@ def test_provenance_for_each_rpm_qcow2_and_image_names_the_inputs(made, fetched,
     assert "flanneld-amd64" in _deps(qcow2) and "base qcow2 (debian-bookworm)" in _deps(qcow2)
 
     # an artifact that is gone takes its statement with it
-    (made / "images" / "qemu.json").unlink()
+    (made / "images" / "qemu-amd64.json").unlink()
     assert project.run("manifest").rc == 0
     assert not (out / "flannelnode-node-v0.27.4-amd64.qcow2.intoto.json").exists()
 
@@ -228,7 +230,7 @@ def test_the_sbom_shows_a_mirror_url_without_its_credentials(server, project):
 
 @pytest.mark.parametrize(
     ("record", "body"),
-    [("rpm/rpm.json", '{"amd64": {"sha256": "x"}}'), ("images/docker.json", "{not json")],
+    [("rpm/rpm.json", '{"amd64": {"sha256": "x"}}'), ("images/docker-amd64.json", "{not json")],
 )
 def test_a_malformed_record_stops_the_manifest_without_a_traceback(made, project, record, body):
     (made / record).write_text(body)

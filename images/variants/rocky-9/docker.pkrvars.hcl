@@ -1,4 +1,4 @@
-# Rocky Linux 9 base for the docker target (-var-file=images/variants/rocky-9/docker.pkrvars.hcl).
+# Rocky Linux 9 base for the docker target (images --base rocky-9; Packer: -var-file=<this>).
 # Pulled from a registry, unlike the Debian default (a local debootstrap import). provision.sh
 # installs our RPMs with dnf when rpms/ holds them, docker-ce from download.docker.com (Rocky ships
 # no docker engine) and cloud-init.
