@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import base, integrity, packer
+from . import base, integrity, packer, validation
 from .cache import sha256_file
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
@@ -36,6 +36,7 @@ from .tools import require, require_docker_engine
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 PROVISION = IMAGES_DIR / "provision.sh"
+VALIDATE = IMAGES_DIR / "validate.sh"  # the last provisioner of every template (path.root)
 TARGETS = ("docker", "qemu", "amazon-ebs")
 DEFAULT_TARGETS = ("docker", "qemu")  # what `images` builds when no --target names any
 QEMU_TOOLS = ("qemu-system-x86_64", "qemu-img", "mkisofs", "ssh-keygen")
@@ -208,6 +209,9 @@ def _upload_dir(work: Path, staged: Staged, rpms: Sequence[Path]) -> Path:
     )
     for rpm in rpms:
         shutil.copyfile(rpm, up / "rpms" / rpm.name)
+    # what images/validate.sh checks at the end of the build (the templates pass it, base64)
+    manifest = json.loads(staged.manifest.read_text())
+    (up / validation.LIST).write_text(validation.check_list(manifest))
     return up
 
 
@@ -251,6 +255,7 @@ class _Target:
             "variant": self.variant,
             "template": sha256_file(template(self.name)),
             "provision": sha256_file(PROVISION),
+            "validate": sha256_file(VALIDATE),
             "payload": self.staged.digest,
             "tag": self.tag,
             "repository": self.repository,
@@ -389,16 +394,21 @@ def _build_target(
         upload = _upload_dir(work, staged, rpms)
         variables = _packer_vars(name, t, work, upload, base_image, accel)
         env = {"PACKER_CACHE_DIR": str(build_dir / "images" / ".packer_cache")}
+        checked = validation.Collector(on_line)
         try:
             artifacts = packer.build(
                 template(name),
                 variables,
                 var_files=var_files(name, variant),
-                on_line=on_line,
+                on_line=checked.feed,
                 timeout=TIMEOUTS[name],
                 env=env,
             )
         except packer.PackerError as exc:
+            if checked.failed:  # validate.sh failed the build: say which checks, not Packer's tail
+                raise validation.ValidationError(
+                    f"images {name}: {checked.failure()}; no image was kept"
+                ) from None
             serial = work / "serial.log"
             if not serial.exists():
                 raise
@@ -409,7 +419,8 @@ def _build_target(
                 f"{exc}\n--- guest serial console, last lines (all in {kept}) ---\n"
                 + "\n".join(tail)
             ) from None
-        artifact = _finish(name, t, artifacts, build_dir)
+        validated = _validated(name, checked)  # before the qcow2 leaves the scratch dir
+        artifact = _finish(name, t, artifacts, build_dir) | validated
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - started, 1)
@@ -425,6 +436,14 @@ def _build_target(
     _save(path, record)
     reporter.log(f"images {name}: done in {seconds:.0f}s")
     return _built(name, staged.arch, digest, True, record)
+
+
+def _validated(name: str, checked: validation.Collector) -> dict:
+    """The record's `validation`: what images/validate.sh checked inside the image, all passed."""
+    try:
+        return {"validation": checked.result()}
+    except validation.ValidationError as exc:
+        raise validation.ValidationError(f"images {name}: {exc}") from None
 
 
 def _drop_previous(name: str, old: dict, new: dict) -> None:

@@ -123,4 +123,12 @@ build {
       "FLANNELNODE_BUILD_USER=${var.ssh_username}",
     ]
   }
+
+  # The last step of every build: images/validate.sh checks the image as it will ship (payload
+  # files, modes and sha256, ELF arch, units, no key, machine-id, host keys or cloud-init state);
+  # a failed check fails the build. The check list comes from images.py with the payload.
+  provisioner "shell" {
+    script           = "${path.root}/validate.sh"
+    environment_vars = ["FLANNELNODE_CHECKS=${base64encode(file("${var.upload_dir}/validate.list"))}"]
+  }
 }

@@ -112,6 +112,7 @@ def _validate_vars(target: str, tmp_path: Path) -> dict[str, str]:
     upload = tmp_path / "upload"
     upload.mkdir(exist_ok=True)
     (upload / "flannelnode-payload.tar").write_bytes(b"")
+    (upload / "validate.list").write_text("file /x 0644 root:root " + "0" * 64 + "\n")
     variables = {"upload_dir": str(upload), **VALIDATE_VARS[target]}
     if target == "qemu":
         key = tmp_path / "key"
