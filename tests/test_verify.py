@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from verify import pki
+from verify.checks import PEM_KEY
 from verify.containers import Profile, VerifyError, put_files
 from verify.runner import run
-from verify.test_image import PEM_KEY
 
 
 def test_server_certificate_names_the_lab_etcd(tmp_path: Path) -> None:
@@ -45,6 +45,11 @@ def test_key_scan_finds_key_files_not_mentions(tmp_path: Path) -> None:
         capture_output=True, check=True,
     ).stdout  # fmt: skip
     assert PEM_KEY.search(b"#cloud-config\nkey: |\n" + rsa)
+    ed25519 = subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "ed25519"], capture_output=True, check=True
+    ).stdout
+    assert len(ed25519.splitlines()) == 3  # its body is one line
+    assert PEM_KEY.search(ed25519)
     code = b'BEGIN = "-----BEGIN OPENSSH PRIVATE KEY-----"\nEND = "-----END PRIVATE KEY-----"\n'
     assert not PEM_KEY.search(code)
 
