@@ -598,6 +598,9 @@ def test_qemu_target_first_boot_brings_docker_up_on_flannel(
     assert qemu.path.startswith(str(project.build / "images" / "qemu"))
     assert sha256_file(Path(qemu.path)) == qemu.sha256
     assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".qemu.")]
+    # validated inside the VM as its last build step (over ssh, as root): every check passed
+    validated = json.loads((project.build / "images" / "qemu.json").read_text())["validation"]
+    assert validated["failed"] == [] and validated["passed"] == len(validated["checks"]) >= 24
     disk = Path(qemu.path)
 
     old = tmp_path / "old-payload.raw"

@@ -4,8 +4,8 @@ The same checks images/validate.sh runs at the end of every build (a second impl
 so a bug in one shows in the other), against whatever testinfra's --hosts names: a container
 from the image that does not boot (`python -m verify` starts one: docker://), a qcow2 or an
 AMI instance over ssh:// (or aws ssm://). Those boot, and a booted node has its own machine-id,
-host keys, cloud-init state and the TLS key its user-data delivered: there, deselect the
-`pristine` checks with -m 'not pristine'.
+host keys, cloud-init state, the TLS key its user-data delivered and node files that user-data
+rewrote: there, deselect the `pristine` checks with -m 'not pristine'.
 
     python -m pytest verify/test_image.py --hosts=docker://CONTAINER \\
         --payload-manifest=build/payload/amd64/manifest.json
@@ -36,6 +36,7 @@ def _image_arch(host: Any) -> str:
     return _ARCH_NAMES.get(name, name)
 
 
+@pytest.mark.pristine  # a node's user-data rewrites some (etcd endpoints, a secret's net-conf)
 def test_payload_files_modes_owners_sha256(host: Any, payload_manifest: dict) -> None:
     entries = {e["path"]: e for e in payload_manifest["files"]}
     paths = " ".join(shlex.quote(p) for p in entries)
