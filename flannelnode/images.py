@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import base, emulation, integrity, ociindex, packer, targets
+from . import base, emulation, integrity, ociindex, packer, targets, validation
 from .cache import sha256_file
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
@@ -44,6 +44,7 @@ from .tools import require
 IMAGES_DIR = targets.IMAGES_DIR
 TEMPLATE = targets.TEMPLATE
 PROVISION = IMAGES_DIR / "provision.sh"
+VALIDATE = IMAGES_DIR / "validate.sh"  # the last provisioner of the template (path.root)
 REPOSITORY = "flannelnode/node"
 UPLOAD_PAYLOAD = "flannelnode-payload.tar"
 
@@ -187,6 +188,9 @@ def _upload_dir(work: Path, staged: Staged, rpms: Sequence[Path]) -> Path:
     )
     for rpm in rpms:
         shutil.copyfile(rpm, up / "rpms" / rpm.name)
+    # what images/validate.sh checks at the end of the build (the template passes it, base64)
+    manifest = json.loads(staged.manifest.read_text())
+    (up / validation.LIST).write_text(validation.check_list(manifest))
     return up
 
 
@@ -199,6 +203,7 @@ def inputs(job: Job, payload_digest: str, rpms: Sequence[Path] = ()) -> dict[str
         "template": sha256_file(TEMPLATE),
         "source": t.source,
         "provision": sha256_file(PROVISION),
+        "validate": sha256_file(VALIDATE),
         "payload": payload_digest,
         "tag": job.tag,
         "repository": job.repository,
@@ -341,17 +346,22 @@ def _build_target(
     try:
         upload = _upload_dir(work, staged, rpms)
         env = {"PACKER_CACHE_DIR": str(build_dir / "images" / ".packer_cache")}
+        checked = validation.Collector(on_line)
         try:
             artifacts = packer.build(
                 TEMPLATE,
                 packer_vars(job, work, upload),
                 var_files=job.variant.var_files(t),
                 only=[t.source],
-                on_line=on_line,
+                on_line=checked.feed,
                 timeout=t.timeout_for(arch),
                 env=env,
             )
         except packer.PackerError as exc:
+            if checked.failed:  # validate.sh failed the build: say which checks, not Packer's tail
+                raise validation.ValidationError(
+                    f"images {name} {arch}: {checked.failure()}; no image was kept"
+                ) from None
             serial = work / "serial.log"
             if not serial.exists():
                 raise
@@ -362,7 +372,8 @@ def _build_target(
                 f"{exc}\n--- guest serial console, last lines (all in {kept}) ---\n"
                 + "\n".join(tail)
             ) from None
-        artifact = t.finish(job, _of_source(t, artifacts), build_dir)
+        validated = _validated(f"{name} {arch}", checked)  # before the qcow2 leaves work/
+        artifact = t.finish(job, _of_source(t, artifacts), build_dir) | validated
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - started, 1)
@@ -380,6 +391,14 @@ def _build_target(
     legacy.unlink(missing_ok=True)
     reporter.log(f"images {name} {arch}: done in {seconds:.0f}s")
     return _built(name, arch, digest, True, record)
+
+
+def _validated(name: str, checked: validation.Collector) -> dict:
+    """The record's `validation`: what images/validate.sh checked inside the image, all passed."""
+    try:
+        return {"validation": checked.result()}
+    except validation.ValidationError as exc:
+        raise validation.ValidationError(f"images {name}: {exc}") from None
 
 
 def _of_source(t: Target, artifacts: Sequence[packer.Artifact]) -> list[packer.Artifact]:

@@ -22,7 +22,12 @@ from .cache import sha256_file
 from .config import Config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ("images/*.pkr.hcl", "images/provision.sh", "images/variants/*/*.pkrvars.hcl")
+TEMPLATES = (
+    "images/*.pkr.hcl",
+    "images/provision.sh",
+    "images/validate.sh",
+    "images/variants/*/*.pkrvars.hcl",
+)
 TOOLS = {
     "packer": ["packer", "version"],
     "rpmbuild": ["rpmbuild", "--version"],

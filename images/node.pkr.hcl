@@ -292,6 +292,15 @@ build {
     ]
   }
 
+  # The last step of every build: images/validate.sh checks the image as it will ship (payload
+  # files, modes and sha256, ELF arch, units, no key, machine-id, host keys or cloud-init state);
+  # a failed check fails the build. The check list comes from images.py with the payload.
+  provisioner "shell" {
+    script           = "${path.root}/validate.sh"
+    execute_command  = "chmod +x {{ .Path }}; ${var.become} env {{ .Vars }} {{ .Path }}"
+    environment_vars = ["FLANNELNODE_CHECKS=${base64encode(file("${var.upload_dir}/validate.list"))}"]
+  }
+
   post-processor "docker-tag" {
     only       = ["docker.node"]
     repository = var.repository

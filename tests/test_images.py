@@ -27,6 +27,7 @@ import pytest
 
 import verify
 from flannelnode import base, config, images, netconf, packer, userdata
+from flannelnode import manifest as manifest_mod
 from flannelnode.cache import sha256_file
 from flannelnode.progress import Reporter
 from flannelnode.tools import require
@@ -236,6 +237,26 @@ def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, tes
 
     record = json.loads((project.build / "images" / "docker-amd64.json").read_text())
     assert record["image_id"] == docker.image_id and record["inputs"] == docker.inputs
+    # checked while built: images/validate.sh ran last inside the image, every check passed, and
+    # the record and the manifest carry the result; the script left nothing behind
+    validated = record["validation"]
+    names = [c["check"] for c in validated["checks"]]
+    assert validated["failed"] == [] and validated["passed"] == len(names)
+    assert all(c["ok"] for c in validated["checks"])
+    assert names == [
+        *(f"file:{e['path']}" for e in manifest["files"]),
+        "elf:/opt/kubernetes/bin/flanneld",
+        "unit:flanneld.service",
+        "unit:docker.service",
+        "docker-dropin",
+        "no-private-key",
+        "machine-id",
+        "ssh-host-keys",
+        "cloud-init-state",
+        "authorized-keys",
+    ]
+    assert manifest_mod.gather(cfg, project.build)["images"]["docker"]["validation"] == validated
+    assert not [n for n in files if n.startswith("tmp/") and "#" not in n], "left in /tmp"
 
     # -- a second run with unchanged inputs starts no Packer process at all
     with pytest.MonkeyPatch.context() as mp:
@@ -324,7 +345,9 @@ def test_docker_image_keeps_a_backend_secret_out(
     )
     summary = (reports / "summary.txt").read_text()
     assert rc == 0, summary
-    assert summary.count("PASS  ") == 4, summary
+    # the image's own key scan and payload check (on testinfra's host), each node's payload
+    # files, the config in etcd
+    assert summary.count("PASS  ") == 5, summary
 
 
 def test_a_broken_provisioner_fails_cleanly(
@@ -347,6 +370,39 @@ def test_a_broken_provisioner_fails_cleanly(
     assert not _docker("images", "-q", test_images).strip()
     assert not (project.build / "images" / "docker-amd64.json").exists()
     assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".docker.")]
+    assert set(_docker("ps", "-aq").split()) <= before
+
+
+def test_a_failing_validation_fails_images_naming_the_check(
+    project, fetched, base_dir, tmp_path, monkeypatch
+) -> None:
+    """A provisioner that installs the payload with a wrong mode and leaves a machine-id: the
+    real validate.sh fails the Packer build, and `build.py images` exits 1 naming the checks,
+    with no image, no record and no container left."""
+    broken = tmp_path / "provision.sh"
+    broken.write_text(
+        "#!/bin/sh\nset -eu\ntar -xf /tmp/flannelnode/flannelnode-payload.tar -C /\n"
+        "chmod 0644 /opt/kubernetes/bin/flanneld\n"
+        "echo 0123456789abcdef0123456789abcdef >/etc/machine-id\n"
+    )
+    monkeypatch.setattr(images, "PROVISION", broken)
+    shared = base.build
+    monkeypatch.setattr(base, "build", lambda _dir, *a, **kw: shared(base_dir, *a, **kw))
+    before = set(_docker("ps", "-aq").split())
+    images_before = set(_docker("images", "-q", images.REPOSITORY).split())
+    started = time.monotonic()
+    res = project.run("images", "--target", "docker")
+    print(f"failing validation: {time.monotonic() - started:.1f}s")
+    assert res.rc == 1, res.err
+    assert "Traceback" not in res.err
+    [line] = [ln for ln in res.err.splitlines() if "validation failed" in ln]
+    assert line.startswith("error: images docker: image validation failed (")
+    assert "file:/opt/kubernetes/bin/flanneld: mode 644, expected 0755" in line
+    assert "machine-id: /etc/machine-id holds 0123456789abcdef0123456789abcdef" in line
+    assert "unit:flanneld.service: is-enabled: disabled" in line
+    assert line.endswith("; no image was kept")
+    assert set(_docker("images", "-q", images.REPOSITORY).split()) == images_before
+    assert not (project.build / "images" / "docker.json").exists()
     assert set(_docker("ps", "-aq").split()) <= before
 
 
@@ -488,6 +544,9 @@ def test_qemu_target_first_boot_brings_docker_up_on_flannel(
     assert qemu.path.startswith(str(project.build / "images" / "qemu"))
     assert sha256_file(Path(qemu.path)) == qemu.sha256
     assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".qemu.")]
+    # validated inside the VM as its last build step (over ssh, as root): every check passed
+    validated = json.loads((project.build / "images" / "qemu.json").read_text())["validation"]
+    assert validated["failed"] == [] and validated["passed"] == len(validated["checks"]) >= 24
     disk = Path(qemu.path)
 
     old = tmp_path / "old-payload.raw"

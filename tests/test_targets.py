@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flannelnode import base, emulation, images, packer, targets
+from flannelnode import base, emulation, images, packer, targets, validation
 from flannelnode.progress import Reporter
 from flannelnode.targets import TARGETS, VARIANTS
 
@@ -266,6 +266,7 @@ def _build_variables(job: targets.Job, tmp_path: Path) -> dict[str, str]:
     upload = work / "upload"
     (upload / "rpms").mkdir(parents=True)
     (upload / images.UPLOAD_PAYLOAD).write_bytes(b"")
+    (upload / validation.LIST).write_text("")  # the template reads it (images/validate.sh's list)
     return images.packer_vars(job, work, upload)
 
 

@@ -4,6 +4,7 @@ profile, file delivery, input checks. The harness end to end runs in `make verif
 from __future__ import annotations
 
 import io
+import os
 import socket
 import subprocess
 import sys
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from verify import pki
+from verify.checks import PEM_KEY
 from verify.containers import Profile, VerifyError, put_files
 from verify.runner import run
-from verify.test_image import PEM_KEY
+
+VERIFY = Path(__file__).resolve().parent.parent / "verify"
 
 
 def test_server_certificate_names_the_lab_etcd(tmp_path: Path) -> None:
@@ -45,6 +48,11 @@ def test_key_scan_finds_key_files_not_mentions(tmp_path: Path) -> None:
         capture_output=True, check=True,
     ).stdout  # fmt: skip
     assert PEM_KEY.search(b"#cloud-config\nkey: |\n" + rsa)
+    ed25519 = subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "ed25519"], capture_output=True, check=True
+    ).stdout
+    assert len(ed25519.splitlines()) == 3  # its body is one line
+    assert PEM_KEY.search(ed25519)
     code = b'BEGIN = "-----BEGIN OPENSSH PRIVATE KEY-----"\nEND = "-----END PRIVATE KEY-----"\n'
     assert not PEM_KEY.search(code)
 
@@ -169,3 +177,49 @@ def test_expected_entries_are_flannels() -> None:
         "neigh": [{"lladdr": "0e:00:00:00:00:01", "state": ["PERMANENT"]}],
         "fdb": [("0e:00:00:00:00:01", ("self",), "permanent")],
     }
+
+
+def test_image_checks_run_on_testinfras_host_fixture(project, fetched, tmp_path: Path) -> None:
+    """verify/test_image.py through plain pytest and testinfra's --hosts (docker:// here, ssh://
+    for a VM or an instance): a container of the local Debian base with the payload unpacked
+    and the base's dbus machine-id removed, as provision.sh leaves them, passes the file, ELF and
+    pristine checks; a wrong mode fails."""
+    assert project.run("payload").rc == 0
+    payload = project.build / "payload" / "amd64"
+    name = f"flannelnode-test-image-checks-{os.getpid()}"
+    subprocess.run(
+        ["docker", "run", "-d", "--name", name, "--network", "none", "--entrypoint", "sleep",
+         "flannelnode/base-debian:bookworm", "infinity"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+
+    def checks() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             str(VERIFY / "test_image.py"),
+             f"--rootdir={VERIFY.parent}", f"--hosts=docker://{name}",
+             f"--payload-manifest={payload / 'manifest.json'}",
+             "-k", "payload_files or elf or private_key or node_makes"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    try:
+        subprocess.run(
+            ["docker", "cp", str(payload / "flannelnode-payload.tar"), f"{name}:/tmp/p.tar"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        subprocess.run(
+            ["docker", "exec", name, "sh", "-c", "tar -xf /tmp/p.tar -C / && rm /tmp/p.tar && "
+             "rm /var/lib/dbus/machine-id"],  # the base has one; provision.sh removes it
+            check=True, timeout=60,
+        )  # fmt: skip
+        good = checks()
+        assert good.returncode == 0 and "4 passed" in good.stdout, good.stdout + good.stderr
+        subprocess.run(
+            ["docker", "exec", name, "chmod", "0644", "/opt/kubernetes/bin/flanneld"], check=True
+        )
+        bad = checks()
+        assert bad.returncode == 1 and "1 failed, 3 passed" in bad.stdout, bad.stdout
+        assert "/opt/kubernetes/bin/flanneld: 0644 root:root, expected 0755 root:root" in bad.stdout
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=120)

@@ -16,6 +16,12 @@ BUSYBOX = "/usr/local/share/flannelnode-verify/busybox"  # the lab puts it into 
 # how a TLS failure against etcd reads in flanneld's journal: Go's crypto/x509 wording, also
 # when wrapped by the etcd client ("authentication handshake failed: x509: ...")
 TLS_CA_ERROR = re.compile(r"x509: .*unknown authority")
+# a whole PEM private key block (a name in code or docs is not one); an ed25519 key's body is
+# one line
+PEM_KEY = re.compile(
+    rb"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----\r?\n(?:[A-Za-z0-9+/=:, -]*\r?\n){1,}?"
+    rb"[A-Za-z0-9+/=\r\n]*-----END ([A-Z0-9]+ )*PRIVATE KEY-----"
+)
 
 
 def env_file(machine: Any, path: str) -> dict[str, str]:

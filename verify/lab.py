@@ -222,6 +222,20 @@ class Lab:
 
     # -- nodes
 
+    def pristine(self) -> str:
+        """A container from the image that does not boot (no systemd, no cloud-init, no
+        user-data): the image as built, for the image checks over testinfra's docker://."""
+        name = f"{self.run_id}-image"
+        self.docker.containers.run(
+            self.image,
+            entrypoint=["sleep", "infinity"],
+            name=name,
+            detach=True,
+            network_mode="none",
+            labels={LABEL: self.run_id},
+        )
+        return name
+
     def node_config(self, late: bool = False) -> Config:
         """The config as a node in this lab sees it: etcd is the lab's (etcd-late for late)."""
         server = self.late_etcd if late else self.etcd

@@ -84,6 +84,12 @@ def run(
             log(f"{lab.run_id}: booting {', '.join(n.name for n in nodes)} from {image}")
             lab.start(nodes)
             lab.describe(out / "lab.json")
+            # the image checks run on testinfra's own `host`: a container of the image as built
+            image_hosts = (
+                [f"--hosts=docker://{lab.pristine()}", f"--payload-manifest={manifest}"]
+                if "test_image.py" in checks
+                else []
+            )
             plugin = LabPlugin(lab)
             code = pytest.main(
                 [
@@ -97,6 +103,7 @@ def run(
                     "-q",
                     "-W",
                     "ignore::pytest.PytestAssertRewriteWarning",
+                    *image_hosts,
                     *pytest_args,
                 ],
                 plugins=[plugin],
