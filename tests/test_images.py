@@ -290,7 +290,7 @@ def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, tes
     )
     assert "flannel" in dropin and "DOCKER_NETWORK_OPTIONS" in dropin
 
-    record = json.loads((project.build / "images" / "docker.json").read_text())
+    record = json.loads((project.build / "images" / "docker-amd64.json").read_text())
     assert record["image_id"] == docker.image_id and record["inputs"] == docker.inputs
 
     # -- a second run with unchanged inputs starts no Packer process at all
@@ -401,7 +401,7 @@ def test_a_broken_provisioner_fails_cleanly(
     assert exc.value.exit_code != 0
     # nothing left: no image, no record, no scratch dir, no container
     assert not _docker("images", "-q", test_images).strip()
-    assert not (project.build / "images" / "docker.json").exists()
+    assert not (project.build / "images" / "docker-amd64.json").exists()
     assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".docker.")]
     assert set(_docker("ps", "-aq").split()) <= before
 
