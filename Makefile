@@ -21,7 +21,7 @@ APT_PACKAGES := ca-certificates git openssl gcc dash shellcheck systemd \
 	rpm createrepo-c dnf gnupg rpmlint busybox-static cpio \
 	docker.io packer debootstrap qemu-system-x86 qemu-utils genisoimage e2fsprogs fdisk \
 	openssh-client socat iproute2 iptables \
-	qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+	qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross skopeo
 
 # Common knobs, passed to build.py through the environment (see node.toml for all settings).
 export FLANNEL_VERSION FLANNEL_ASSET FLANNEL_ARCHES ARCH FLANNEL_MIRROR FLANNEL_TARBALL \

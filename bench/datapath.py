@@ -7,7 +7,7 @@ later of the two docker.service activations, from systemd's own clock), a pod st
 try, at most SETTLE s). Printed: per run the seconds from both booted to that first connection
 (and to both pods running), then the median per backend. Nothing is asserted.
 
-Usage: python bench/datapath.py [IMAGE] [CONFIG] [RUNS]   (IMAGE: build/images/docker.json's)
+Usage: python bench/datapath.py [IMAGE] [CONFIG] [RUNS]   (IMAGE: build/images/docker-amd64.json's)
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def one_run(lab: Lab, tag: str) -> tuple[float, float] | str:
 
 def main() -> int:
     args = sys.argv[1:]
-    image = args[0] if args else json.loads(Path("build/images/docker.json").read_text())["image"]
+    record = Path("build/images/docker-amd64.json")
+    image = args[0] if args else json.loads(record.read_text())["image"]
     cfg = config_mod.load(Path(args[1]) if len(args) > 1 else None)
     runs = int(args[2]) if len(args) > 2 else 3
     for backend in BACKENDS:

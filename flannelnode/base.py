@@ -365,6 +365,11 @@ def build(
         reporter.log(
             f"base: {image} up to date" + (f", {qcow2.name} up to date" if want_qcow2 else "")
         )
+        if record.get("docker", {}).get("id") != image_id:  # made, but its record was not
+            record.update(recipe=recipe, suite=SUITE, arch=arch,
+                          docker={"image": image, "id": image_id})  # fmt: skip
+            base_dir.mkdir(parents=True, exist_ok=True)
+            _write_record(base_dir, record, arch)
         return _result(record, image, image_id, qcow2 if want_qcow2 else None, recipe, ())
 
     if os.geteuid() != 0:

@@ -102,6 +102,7 @@ def load(layer: Path, config: dict, tag: str, timeout: float = 600) -> str:
         pass  # docker load stopped reading: its stderr says why
     finally:
         proc.stdin.close()
+        proc.stdin = None  # closed: communicate() must not flush it
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

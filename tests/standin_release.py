@@ -68,3 +68,31 @@ def standin_release(server, project, standin_binary: Path) -> StandinRelease:
     result = project.run("fetch")
     assert result.rc == 0, result.err
     return StandinRelease(STANDIN_VERSION, STANDIN_ASSET, body, sha(body), server.url)
+
+
+@pytest.fixture(scope="session")
+def standin_arm64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stand-in compiled for arm64 (aarch64 cross gcc): a real AArch64 program."""
+    out = tmp_path_factory.mktemp("standin-arm64") / "flanneld-arm64"
+    return standin.build(out, arch="arm64", version=STANDIN_VERSION)
+
+
+@pytest.fixture
+def standin_release_multiarch(
+    server, project, standin_binary: Path, standin_arm64: Path
+) -> dict[str, StandinRelease]:
+    """The stand-in for amd64 and arm64 served, pinned and fetched; arches amd64, arm64."""
+    bodies = {"amd64": standin_binary.read_bytes(), "arm64": standin_arm64.read_bytes()}
+    for arch, body in bodies.items():
+        server.add(STANDIN_VERSION, f"flanneld-{arch}", body)
+    project.pin({STANDIN_VERSION: {f"flanneld-{a}": sha(b) for a, b in bodies.items()}})
+    project.config(
+        f'[flannel]\nversion = "{STANDIN_VERSION}"\narches = ["amd64", "arm64"]\n',
+        mirror=server.url,
+    )
+    result = project.run("fetch")
+    assert result.rc == 0, result.err
+    return {
+        arch: StandinRelease(STANDIN_VERSION, f"flanneld-{arch}", body, sha(body), server.url)
+        for arch, body in bodies.items()
+    }

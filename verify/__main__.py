@@ -58,12 +58,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _built_image(build_dir: Path) -> str | None:
-    """The docker-target image `build.py images` recorded last."""
+def _built_image(build_dir: Path, arch: str) -> str | None:
+    """The docker-target image of arch that `build.py images` recorded last."""
     import json
 
     try:
-        return json.loads((build_dir / "images" / "docker.json").read_text()).get("image")
+        record = build_dir / "images" / f"docker-{arch}.json"
+        return json.loads(record.read_text()).get("image")
     except (OSError, ValueError):
         return None
 
@@ -75,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             for line in remove_all(client()):
                 print(f"removed {line}")
             return 0
-        image = args.image or _built_image(args.build_dir)
+        image = args.image or _built_image(args.build_dir, args.arch)
         if not image:
             parser().error(
-                f"--image is required: no {args.build_dir}/images/docker.json from "
+                f"--image is required: no {args.build_dir}/images/docker-{args.arch}.json from "
                 "`build.py images --target docker` names one"
             )
         cfg = config_mod.load(args.config)

@@ -18,6 +18,12 @@ HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "flanneld.py"
 LAUNCHER = HERE / "launcher.c"
 INSTALL_HINT = "apt-get install -y gcc libc6-dev (or run make deps)"
+# flannel arch -> (compiler, its Debian packages). The arm64 build is a real AArch64 program: it
+# runs in an arm64 node image, on an amd64 host under qemu-user (binfmt_misc).
+COMPILERS = {
+    "amd64": ("gcc", "gcc libc6-dev"),
+    "arm64": ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu libc6-dev-arm64-cross"),
+}
 DEFAULT_VERSION = "v0.27.4"
 VERSION_LINE = re.compile(r'^VERSION = "[^"]*"  # standin-build: version$', re.M)
 
@@ -43,12 +49,15 @@ def c_string(text: bytes) -> str:
 def build(
     out: Path, arch: str = "amd64", script: Path = SCRIPT, version: str = DEFAULT_VERSION
 ) -> Path:
-    """Compile the stand-in's flanneld of flannel `version` for arch (only the host's: amd64)."""
-    if arch != "amd64":
-        raise ValueError(f"the stand-in is built for amd64 only (the build host), not {arch}")
-    gcc = shutil.which("gcc")
+    """Compile the stand-in's flanneld of flannel `version` for arch (amd64 or arm64)."""
+    if arch not in COMPILERS:
+        raise ValueError(f"the stand-in is built for {', '.join(COMPILERS)}, not {arch}")
+    compiler, packages = COMPILERS[arch]
+    gcc = shutil.which(compiler)
     if gcc is None:
-        raise RuntimeError(f"gcc is not installed; {INSTALL_HINT}")
+        raise RuntimeError(
+            f"{compiler} is not installed; apt-get install -y {packages} (or run make deps)"
+        )
     with tempfile.TemporaryDirectory(prefix="standin-") as tmp:
         header = Path(tmp) / "script.h"
         header.write_text(
