@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import base, integrity, packer
+from . import base, diskimage, integrity, packer
 from .cache import sha256_file
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
@@ -62,6 +62,7 @@ class Built:
     image_id: str | None = None  # docker image id
     path: str | None = None  # qcow2
     sha256: str | None = None
+    method: str | None = None  # "packer", or "assembled" (diskimage.py)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -374,6 +375,11 @@ def _build_target(
     name, staged, variant = t.name, t.staged, t.variant
     parts = t.inputs(base_image if name in ("docker", "qemu") else None)
     parts |= {f"rpm {r.name}": sha256_file(r) for r in rpms}
+    # our own base: the qcow2 is assembled from its VM tree, no VM boots (diskimage.py)
+    assembled = name == "qemu" and variant in diskimage.VARIANTS and base_image is not None
+    if assembled:
+        assert base_image and base_image.vm_image_id and base_image.root_uuid
+        parts |= diskimage.inputs(base_image.vm_image_id, base_image.root_uuid)
     digest = _digest(parts)
     path = record_path(build_dir, name)
     record = _load(path)
@@ -381,35 +387,21 @@ def _build_target(
         reporter.log(f"images {name}: up to date")
         return _built(name, staged.arch, digest, False, record)
 
-    reporter.log(f"images {name}: building with packer ({template(name).name})")
+    how = "assembling from the base's VM tree" if assembled else f"packer ({template(name).name})"
+    reporter.log(f"images {name}: building with {how}")
     started = time.monotonic()
     (build_dir / "images").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=build_dir / "images"))
     try:
         upload = _upload_dir(work, staged, rpms)
-        variables = _packer_vars(name, t, work, upload, base_image, accel)
-        env = {"PACKER_CACHE_DIR": str(build_dir / "images" / ".packer_cache")}
-        try:
-            artifacts = packer.build(
-                template(name),
-                variables,
-                var_files=var_files(name, variant),
-                on_line=on_line,
-                timeout=TIMEOUTS[name],
-                env=env,
-            )
-        except packer.PackerError as exc:
-            serial = work / "serial.log"
-            if not serial.exists():
-                raise
-            kept = build_dir / "images" / f"{name}-serial.log"  # a diagnostic, not an artifact
-            shutil.copyfile(serial, kept)
-            tail = serial.read_text(errors="replace").splitlines()[-15:]
-            raise packer.PackerError(
-                f"{exc}\n--- guest serial console, last lines (all in {kept}) ---\n"
-                + "\n".join(tail)
-            ) from None
-        artifact = _finish(name, t, artifacts, build_dir)
+        if assembled:
+            assert base_image and base_image.vm_image_id and base_image.root_uuid
+            out = build_dir / "images" / "qemu" / f"flannelnode-node-{t.tag}.qcow2"
+            artifact = diskimage.build(base_image.vm_image_id, base_image.root_uuid, upload,
+                                       PROVISION, out, work, build_dir / "images" / "qemu.log",
+                                       on_line)  # fmt: skip
+        else:
+            artifact = _with_packer(t, work, upload, base_image, build_dir, accel, on_line)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - started, 1)
@@ -425,6 +417,40 @@ def _build_target(
     _save(path, record)
     reporter.log(f"images {name}: done in {seconds:.0f}s")
     return _built(name, staged.arch, digest, True, record)
+
+
+def _with_packer(
+    t: _Target,
+    work: Path,
+    upload: Path,
+    base_image: base.Base | None,
+    build_dir: Path,
+    accel: str,
+    on_line: Callable[[str], None],
+) -> dict:
+    name = t.name
+    variables = _packer_vars(name, t, work, upload, base_image, accel)
+    env = {"PACKER_CACHE_DIR": str(build_dir / "images" / ".packer_cache")}
+    try:
+        artifacts = packer.build(
+            template(name),
+            variables,
+            var_files=var_files(name, t.variant),
+            on_line=on_line,
+            timeout=TIMEOUTS[name],
+            env=env,
+        )
+    except packer.PackerError as exc:
+        serial = work / "serial.log"
+        if not serial.exists():
+            raise
+        kept = build_dir / "images" / f"{name}-serial.log"  # a diagnostic, not an artifact
+        shutil.copyfile(serial, kept)
+        tail = serial.read_text(errors="replace").splitlines()[-15:]
+        raise packer.PackerError(
+            f"{exc}\n--- guest serial console, last lines (all in {kept}) ---\n" + "\n".join(tail)
+        ) from None
+    return {**_finish(name, t, artifacts, build_dir), "method": "packer"}
 
 
 def _drop_previous(name: str, old: dict, new: dict) -> None:
@@ -446,4 +472,5 @@ def _built(name: str, arch: str, digest: str, rebuilt: bool, record: dict) -> Bu
         image_id=record.get("image_id"),
         path=record.get("path"),
         sha256=record.get("sha256"),
+        method=record.get("method"),
     )
