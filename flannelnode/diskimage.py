@@ -104,15 +104,21 @@ def build(
         # the file provisioner's upload: a copy inside the container, as Packer makes one
         _docker("create", ["cp", f"{upload}/.", f"{name}:{UPLOAD}"], log)
         _docker("create", ["cp", str(provision), f"{name}:/tmp/provision.sh"], log)
+        started = time.monotonic()
         _stream("provision", ["docker", "start", "--attach", name], log, on_line)
+        on_line(f"qcow2: provisioned in {time.monotonic() - started:.1f}s")
+        started = time.monotonic()
         _export(name, tree, log)
+        on_line(f"qcow2: tree exported in {time.monotonic() - started:.1f}s")
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=120)
     _settle(tree, root_uuid)
     disk = work / out.name
+    started = time.monotonic()
     _stream("disk", [str(MAKE_DISK), str(tree), root_uuid, str(DISK_MIB), str(disk)], log, on_line)
     shutil.rmtree(tree)  # gigabytes: not kept until the caller's cleanup
     digest = sha256_file(disk)
+    on_line(f"qcow2: disk written in {time.monotonic() - started:.1f}s")
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(disk, out)
     return {"path": str(out), "sha256": digest, "size": out.stat().st_size, "method": METHOD}
