@@ -70,7 +70,9 @@ class Ext4:
         out = self.run(f"stat {path}")
         if "File not found" in out:
             return None
-        fields = dict(re.findall(r"(Type|Mode|User|Group|Size):\s+(\S+)", out))
+        fields: dict[str, str] = {}
+        for key, value in re.findall(r"\b(Type|Mode|User|Group|Size):\s+(\S+)", out):
+            fields.setdefault(key, value)  # the first Size: the Fragment line has one too
         assert {"Type", "Mode", "User", "Group"} <= set(fields), out
         return fields
 
