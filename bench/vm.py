@@ -5,7 +5,12 @@ in build/bench-vm/ of this checkout on the shared base (build/base/, `make base`
 one TLS etcd on this host's 127.0.0.1, boots it BOOTS times, each a first boot (a fresh overlay
 and instance-id, etcd's flannel keys wiped), and prints every duration and the median. Accelerator:
 FLANNELNODE_QEMU_ACCEL (default TCG). Aim: median <= 90 s under TCG.
-Run: .venv/bin/python bench/vm.py [BOOTS]
+
+With --build [RUNS] it boots nothing and times the qcow2 build itself from the cached base
+(forced, RUNS times each, default 1): assembled from the base's VM tree (diskimage.py, what
+`images` does for our own base) and with Packer booting the base qcow2 (what it does for other
+bases), and prints each run and the medians (issue 16; aim: assembled <= 90 s under TCG).
+Run: .venv/bin/python bench/vm.py [BOOTS] | --build [RUNS]
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from flannelnode import config as config_mod  # noqa: E402
-from flannelnode import images, lock, userdata  # noqa: E402
+from flannelnode import diskimage, images, lock, userdata  # noqa: E402
 from flannelnode.cache import sha256_file  # noqa: E402
 from flannelnode.progress import Reporter  # noqa: E402
 from tests import standin, vm  # noqa: E402
@@ -96,7 +101,43 @@ def boot_once(disk: Path, cfg, etcd: EtcdCluster, tmp: Path, key: Path, public: 
         return zero + machine.active_monotonic("docker"), "\n".join(timeline)
 
 
+def build_times(cfg: config_mod.Config, work: Path, runs: int) -> None:
+    from flannelnode import fetch
+
+    reporter = Reporter(quiet=True)
+    fetch.fetch(cfg, work / "build", reporter)
+    base_dir = REPO / "build" / "base"
+    images.build(cfg, work / "build", reporter, ("qemu",), base_dir=base_dir)  # base, payload
+    accel = vm.accel_args()[1].split(",")[0]
+    medians = {}
+    for method, variants in (("assembled", diskimage.VARIANTS), ("packer", ())):
+        times = []
+        for i in range(runs):
+            diskimage.VARIANTS, kept = variants, diskimage.VARIANTS  # () sends our base to Packer
+            try:
+                started = time.monotonic()
+                [built] = images.build(
+                    cfg, work / "build", reporter, ("qemu",), base_dir=base_dir, force=True
+                )
+                times.append(time.monotonic() - started)
+            finally:
+                diskimage.VARIANTS = kept
+            assert built.method == method, built
+            print(f"qcow2 {method} run {i + 1}: {times[-1]:.1f} s", flush=True)
+        medians[method] = statistics.median(times)
+    for method, median in medians.items():
+        aim = " (aim <= 90 s under TCG)" if method == "assembled" else ""
+        print(f"qcow2 from the cached base, {method} ({accel}): median {median:.1f} s over "
+              f"{runs} run(s){aim}")  # fmt: skip
+
+
 def main() -> int:
+    if "--build" in sys.argv[1:]:
+        args = [a for a in sys.argv[1:] if a != "--build"]
+        WORK.mkdir(parents=True, exist_ok=True)
+        cfg = config_mod.load(standin_config(WORK), env={})
+        build_times(cfg, WORK, int(args[0]) if args else 1)
+        return 0
     boots = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     WORK.mkdir(parents=True, exist_ok=True)
     cfg = config_mod.load(standin_config(WORK), env={})

@@ -8,6 +8,9 @@
 - qemu (amd64 only): a container of that image runs images/base/vm-setup.sh (kernel, GRUB, sshd,
   cloud-init), its filesystem is exported and images/base/make-disk.sh writes a BIOS-bootable qcow2
   without a mount or loop device -> <base_dir>/debian-bookworm.qcow2 (build/base/ by default).
+  The container's tree is also committed as flannelnode/base-debian:bookworm-vm (labelled with
+  the VM recipe and the root filesystem's UUID, which its grub.cfg and fstab name), from which
+  flannelnode/diskimage.py assembles node disks without booting a VM.
 
 Each is skipped when it exists with the same recipe digest (<base_dir>/debian-bookworm.json,
 debian-bookworm-<arch>.json). Building needs root: debootstrap creates device nodes and chroots.
@@ -37,7 +40,9 @@ from .tools import require, require_docker_engine
 SUITE = "bookworm"
 NAME = f"debian-{SUITE}"
 IMAGE = f"flannelnode/base-debian:{SUITE}"
+VM_IMAGE = f"{IMAGE}-vm"
 LABEL = "org.flannelnode.recipe"
+UUID_LABEL = "org.flannelnode.root-uuid"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PACKAGES = (
     "systemd",
@@ -54,7 +59,13 @@ RECIPE_FILES = ("vm-setup.sh", "make-disk.sh")
 DISK_MIB = 2048
 # what docker import cannot take from the tree: a systemd node's entrypoint and environment
 IMPORT_CHANGES = ('ENTRYPOINT ["/lib/systemd/systemd"]', "CMD []", "ENV container=docker")
-TIMEOUTS = {"debootstrap": 1200.0, "import": 300.0, "vm-setup": 1200.0, "disk": 600.0}
+TIMEOUTS = {
+    "debootstrap": 1200.0,
+    "import": 300.0,
+    "vm-setup": 1200.0,
+    "vm-commit": 600.0,
+    "disk": 600.0,
+}
 ARCHES = ("amd64", "arm64")  # the arches a base (and so a node image) is built for
 QCOW2_ARCH = "amd64"  # the qcow2 recipe is x86 (GRUB i386-pc, BIOS boot)
 FOREIGN_DEBOOTSTRAP_TIMEOUT = 3600.0  # dpkg under qemu-user: several times slower
@@ -73,6 +84,8 @@ class Base:
     qcow2_sha256: str | None
     recipe: str
     rebuilt: tuple[str, ...]
+    vm_image_id: str | None = None  # VM_IMAGE: the qcow2's root tree, for diskimage.py
+    root_uuid: str | None = None  # the root filesystem UUID its grub.cfg and fstab name
 
 
 def image_name(arch: str = QCOW2_ARCH) -> str:
@@ -175,13 +188,13 @@ def _docker_out(*args: str, timeout: float = 60) -> str:
     return res.stdout.strip() if res.returncode == 0 else ""
 
 
-def image_recipe(image: str = IMAGE) -> tuple[str, str]:
-    """(image id, recipe label) of a local image, or ("", "") when there is none."""
+def image_recipe(image: str = IMAGE, label: str = LABEL) -> tuple[str, str]:
+    """(image id, label value: the recipe by default) of a local image, or ("", "") if none."""
     out = _docker_out(
-        "image", "inspect", "--format", f'{{{{.Id}}}} {{{{index .Config.Labels "{LABEL}"}}}}', image
+        "image", "inspect", "--format", f'{{{{.Id}}}} {{{{index .Config.Labels "{label}"}}}}', image
     )
-    image_id, _, recipe = out.partition(" ")
-    return image_id, recipe.strip()
+    image_id, _, value = out.partition(" ")
+    return image_id, value.strip()
 
 
 def _unmount_under(path: Path) -> None:
@@ -271,7 +284,10 @@ def _build_image(
     return image_id
 
 
-def _build_qcow2(work: Path, image_id: str, out: Path, log: Path, reporter: Reporter) -> str:
+def _build_qcow2(
+    work: Path, image_id: str, out: Path, log: Path, reporter: Reporter
+) -> tuple[str, str, str]:
+    """(qcow2 sha256, VM image id, root UUID)."""
     started = time.monotonic()
     reporter.log("base qemu: kernel, GRUB, sshd and cloud-init in a container of the base")
     root_uuid = str(uuid.uuid4())
@@ -282,12 +298,17 @@ def _build_qcow2(work: Path, image_id: str, out: Path, log: Path, reporter: Repo
         _run(
             "vm-setup",
             [
-                "docker", "run", "--pull=never", "--name", name, "--entrypoint", "/bin/sh",
-                "-e", f"ROOT_UUID={root_uuid}", "-v", f"{RECIPE_DIR}:/recipe:ro",
-                image_id, "/recipe/vm-setup.sh",
+                "docker", "run", "--pull=never", "--name", name, "--entrypoint", "/usr/bin/env",
+                "-v", f"{RECIPE_DIR}:/recipe:ro",
+                image_id, f"ROOT_UUID={root_uuid}", "/bin/sh", "/recipe/vm-setup.sh",
             ],
             log,
         )  # fmt: skip
+        # the UUID goes in a label, not the environment: ROOT_UUID is not the image's to keep
+        labels = (f"LABEL {LABEL}={vm_recipe_digest(image_id)}", f"LABEL {UUID_LABEL}={root_uuid}")
+        changes = [a for c in (*IMPORT_CHANGES, *labels) for a in ("--change", c)]
+        _run("vm-commit", ["docker", "commit", *changes, name, VM_IMAGE], log)
+        vm_image_id, _ = image_recipe(VM_IMAGE)
         export = subprocess.Popen(["docker", "export", name], stdout=subprocess.PIPE)
         try:
             _run("vm-setup", ["tar", "-x", "-C", str(tree), "--numeric-owner"], log,
@@ -311,7 +332,7 @@ def _build_qcow2(work: Path, image_id: str, out: Path, log: Path, reporter: Repo
     digest = sha256_file(tmp)
     os.replace(tmp, out)
     reporter.log(f"base qemu: {out} in {time.monotonic() - started:.0f}s")
-    return digest
+    return digest, vm_image_id, root_uuid
 
 
 def _load_record(base_dir: Path, arch: str) -> dict:
@@ -354,13 +375,13 @@ def build(
     image_id, label = image_recipe(image)
     qcow2 = qcow2_path(base_dir)
     image_ok = not force and label == recipe
-    qcow2_ok = (
-        not want_qcow2
-        or (image_ok
-            and qcow2.is_file()
-            and record.get("qcow2", {}).get("recipe") == vm_recipe_digest(image_id)
-            and record.get("qcow2", {}).get("size") == qcow2.stat().st_size)
-    )  # fmt: skip
+    qcow2_ok = not want_qcow2 or (
+        image_ok
+        and qcow2.is_file()
+        and record.get("qcow2", {}).get("recipe") == vm_recipe_digest(image_id)
+        and record.get("qcow2", {}).get("size") == qcow2.stat().st_size
+        and _vm_image_ok(record, vm_recipe_digest(image_id))
+    )
     if image_ok and qcow2_ok:
         reporter.log(
             f"base: {image} up to date" + (f", {qcow2.name} up to date" if want_qcow2 else "")
@@ -407,7 +428,11 @@ def build(
             record.pop("qcow2", None)
             qcow2.unlink(missing_ok=True)
             started = time.monotonic()
-            digest = _build_qcow2(work, image_id, qcow2, log, reporter)
+            record.pop("vm", None)
+            previous_vm, _ = image_recipe(VM_IMAGE)
+            digest, vm_image_id, root_uuid = _build_qcow2(work, image_id, qcow2, log, reporter)
+            if previous_vm and previous_vm != vm_image_id:  # the replaced VM tree, now untagged
+                subprocess.run(["docker", "rmi", previous_vm], capture_output=True, timeout=120)
             seconds["qcow2"] = round(time.monotonic() - started, 1)
             record["qcow2"] = {
                 "path": str(qcow2),
@@ -416,6 +441,7 @@ def build(
                 "from_image": image_id,
                 "recipe": vm_recipe_digest(image_id),
             }
+            record["vm"] = {"image": VM_IMAGE, "id": vm_image_id, "root_uuid": root_uuid}
             rebuilt.append("qemu")
         _write_record(base_dir, record, arch)
     finally:
@@ -423,8 +449,23 @@ def build(
     return _result(record, image, image_id, qcow2 if want_qcow2 else None, recipe, tuple(rebuilt))
 
 
+def _vm_image_ok(record: dict, vm_recipe: str) -> bool:
+    """VM_IMAGE is the tree the recorded qcow2 was written from: same id, recipe and UUID."""
+    vm = record.get("vm", {})
+    vm_id, label = image_recipe(VM_IMAGE)
+    _, root_uuid = image_recipe(VM_IMAGE, UUID_LABEL)
+    return bool(vm_id) and (vm_id, label, root_uuid) == (
+        vm.get("id"),
+        vm_recipe,
+        vm.get("root_uuid"),
+    )
+
+
 def _result(
     record: dict, image: str, image_id: str, qcow2: Path | None, recipe: str, rebuilt
 ) -> Base:
     sha = record.get("qcow2", {}).get("sha256") if qcow2 else None
-    return Base(image, image_id, qcow2, sha, recipe, tuple(rebuilt))
+    vm = record.get("vm", {}) if qcow2 else {}
+    return Base(
+        image, image_id, qcow2, sha, recipe, tuple(rebuilt), vm.get("id"), vm.get("root_uuid")
+    )

@@ -26,13 +26,14 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import base, emulation, integrity, ociindex, packer, targets, validation
+from . import base, diskimage, emulation, integrity, ociindex, packer, targets, validation
 from .cache import sha256_file
 from .config import Config
 from .errors import ConfigError, FlannelnodeError
@@ -64,6 +65,7 @@ class Built:
     image_id: str | None = None  # docker image id
     path: str | None = None  # qcow2
     sha256: str | None = None
+    method: str | None = None  # "packer", or "assembled" (diskimage.py)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -322,6 +324,11 @@ def _build_target(
     t, arch = job.target, job.arch
     name = t.name
     parts = inputs(job, staged.digest, rpms)
+    # our own base: the qcow2 is assembled from its VM tree, no VM boots (diskimage.py)
+    vm = job.base if name == "qemu" and job.variant.name in diskimage.VARIANTS else None
+    if vm is not None:
+        assert vm.vm_image_id and vm.root_uuid
+        parts |= diskimage.inputs(vm.vm_image_id, vm.root_uuid)
     digest = _digest(parts)
     path = record_path(build_dir, name, arch)
     legacy = build_dir / "images" / f"{name}.json"  # before records were per arch
@@ -336,8 +343,13 @@ def _build_target(
         return _built(name, arch, digest, False, record)
 
     foreign = arch != host_arch()
+    how = (
+        "assembling from the base's VM tree (no VM boot)"
+        if vm is not None
+        else f"packer ({TEMPLATE.name}, -only={t.source})"
+    )
     reporter.log(
-        f"images {name} {arch}: building with packer ({TEMPLATE.name}, -only={t.source})"
+        f"images {name} {arch}: building with {how}"
         + (" under qemu-user emulation: several times slower" if foreign else "")
     )
     started = time.monotonic()
@@ -345,35 +357,18 @@ def _build_target(
     work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=build_dir / "images"))
     try:
         upload = _upload_dir(work, staged, rpms)
-        env = {"PACKER_CACHE_DIR": str(build_dir / "images" / ".packer_cache")}
         checked = validation.Collector(on_line)
-        try:
-            artifacts = packer.build(
-                TEMPLATE,
-                packer_vars(job, work, upload),
-                var_files=job.variant.var_files(t),
-                only=[t.source],
-                on_line=checked.feed,
-                timeout=t.timeout_for(arch),
-                env=env,
-            )
-        except packer.PackerError as exc:
-            if checked.failed:  # validate.sh failed the build: say which checks, not Packer's tail
-                raise validation.ValidationError(
-                    f"images {name} {arch}: {checked.failure()}; no image was kept"
-                ) from None
-            serial = work / "serial.log"
-            if not serial.exists():
-                raise
-            kept = build_dir / "images" / f"{name}-{arch}-serial.log"  # a diagnostic
-            shutil.copyfile(serial, kept)
-            tail = serial.read_text(errors="replace").splitlines()[-15:]
-            raise packer.PackerError(
-                f"{exc}\n--- guest serial console, last lines (all in {kept}) ---\n"
-                + "\n".join(tail)
-            ) from None
-        validated = _validated(f"{name} {arch}", checked)  # before the qcow2 leaves work/
-        artifact = t.finish(job, _of_source(t, artifacts), build_dir) | validated
+        if vm is not None:
+            assert vm.vm_image_id and vm.root_uuid
+            out = build_dir / "images" / "qemu" / f"flannelnode-node-{job.tag}.qcow2"
+            artifact = diskimage.build(
+                vm.vm_image_id, vm.root_uuid, upload, PROVISION, out, work,
+                build_dir / "images" / "qemu.log", on_line,
+                check=lambda tree: _validate_tree(tree, upload, arch, checked),
+            )  # fmt: skip
+            artifact |= _validated(f"{name} {arch}", checked)
+        else:
+            artifact = _with_packer(job, work, upload, build_dir, checked)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - started, 1)
@@ -391,6 +386,53 @@ def _build_target(
     legacy.unlink(missing_ok=True)
     reporter.log(f"images {name} {arch}: done in {seconds:.0f}s")
     return _built(name, arch, digest, True, record)
+
+
+def _with_packer(
+    job: Job, work: Path, upload: Path, build_dir: Path, checked: validation.Collector
+) -> dict:
+    t, name, arch = job.target, job.target.name, job.arch
+    env = {"PACKER_CACHE_DIR": str(build_dir / "images" / ".packer_cache")}
+    try:
+        artifacts = packer.build(
+            TEMPLATE,
+            packer_vars(job, work, upload),
+            var_files=job.variant.var_files(t),
+            only=[t.source],
+            on_line=checked.feed,
+            timeout=t.timeout_for(arch),
+            env=env,
+        )
+    except packer.PackerError as exc:
+        if checked.failed:  # validate.sh failed the build: say which checks, not Packer's tail
+            raise validation.ValidationError(
+                f"images {name} {arch}: {checked.failure()}; no image was kept"
+            ) from None
+        serial = work / "serial.log"
+        if not serial.exists():
+            raise
+        kept = build_dir / "images" / f"{name}-{arch}-serial.log"  # a diagnostic
+        shutil.copyfile(serial, kept)
+        tail = serial.read_text(errors="replace").splitlines()[-15:]
+        raise packer.PackerError(
+            f"{exc}\n--- guest serial console, last lines (all in {kept}) ---\n" + "\n".join(tail)
+        ) from None
+    validated = _validated(f"{name} {arch}", checked)  # before the qcow2 leaves work/
+    return {**t.finish(job, _of_source(t, artifacts), build_dir), "method": "packer", **validated}
+
+
+def _validate_tree(tree: Path, upload: Path, arch: str, checked: validation.Collector) -> None:
+    """The assembled disk's tree gets the checks Packer's last provisioner runs in an image."""
+    proc = subprocess.run(
+        ["sh", str(VALIDATE), "--root", str(tree), "--checks", str(upload / validation.LIST),
+         "--arch", arch],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    for line in (proc.stdout + proc.stderr).splitlines():
+        checked.feed(line)
+    if proc.returncode != 0:
+        detail = checked.failure() if checked.failed else proc.stderr.strip()
+        raise validation.ValidationError(f"images qemu {arch}: {detail}; no image was kept")
 
 
 def _validated(name: str, checked: validation.Collector) -> dict:
@@ -423,4 +465,5 @@ def _built(name: str, arch: str, digest: str, rebuilt: bool, record: dict) -> Bu
         image_id=record.get("image_id"),
         path=record.get("path"),
         sha256=record.get("sha256"),
+        method=record.get("method"),
     )
