@@ -106,10 +106,12 @@ def test_assembled_qcow2_holds_the_payload_and_nothing_node_specific(
     assert _disk_containers() <= before
 
     # the record: the method and every input the assembly used
-    record = json.loads(images.record_path(project.build, "qemu").read_text())
+    record = json.loads(images.record_path(project.build, "qemu", "amd64").read_text())
     based = json.loads(base.record_path(base_dir).read_text())
     vm_id, uuid = based["vm"]["id"], based["vm"]["root_uuid"]
     assert record["method"] == "assembled" and record["size"] == disk.stat().st_size
+    # images/validate.sh checked the tree before the disk was written, every check passed
+    assert record["validation"]["failed"] == [] and record["validation"]["passed"] > 10
     parts = record["parts"]
     assert parts["base"] == vm_id == base.image_recipe(base.VM_IMAGE)[0]
     assert parts["root_uuid"] == uuid
@@ -182,7 +184,7 @@ def test_a_broken_provisioner_fails_the_assembly_cleanly(
     assert exc.value.exit_code == 1
     # nothing left: no qcow2, no record, no scratch dir, no container; the log stays
     assert not (project.build / "images" / "qemu").exists()
-    assert not images.record_path(project.build, "qemu").exists()
+    assert not images.record_path(project.build, "qemu", "amd64").exists()
     assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".qemu.")]
     assert _disk_containers() <= before
     assert "oops" in (project.build / "images" / "qemu.log").read_text()
