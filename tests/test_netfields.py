@@ -94,8 +94,9 @@ def test_an_address_with_a_zone_is_not_an_ip_address() -> None:
 def test_host_bits_are_masked_off_and_said(field: str, text: str, network: str) -> None:
     config = net(**{"EnableIPv6": True, "IPv6Network": "fd00::/48", field: text})
     warnings = messages(config, field, "warning")
-    assert warnings == [f'{field}: "{text}" has host bits set; flannel uses {network}. '
-                        f'Write "{network}"']  # fmt: skip
+    assert warnings == [
+        f'{field}: "{text}" has host bits set; flannel uses {network}. Write "{network}"'
+    ]
     assert messages(config, field) == []
 
 
@@ -106,12 +107,20 @@ def test_another_spelling_of_the_network_address_has_no_host_bits(text: str) -> 
     assert [f for f in netconf.lint(config) if f.level != "info"] == []
 
 
-def test_an_ipv4_range_in_ipv6_form_is_refused_as_flannel_reads_it() -> None:
+@pytest.mark.parametrize(
+    ("text", "reading"),
+    [
+        ("::ffff:10.1.2.3/120", "10.1.2.0 with a prefix of /120"),
+        ("::ffff:10.1.2.3/128", "10.1.2.3 with a prefix of /128"),
+        ("::ffff:10.0.0.0/104", "10.0.0.0 with a prefix of /104"),
+    ],
+)
+def test_an_ipv4_range_in_ipv6_form_is_refused_as_flannel_reads_it(text: str, reading: str):
     # ParseCIDR masks the address (10.1.2.3 -> 10.1.2.0 under /120); pkg/ip/ipnet.go FromIPNet
     # keeps the mask's length in IPv6 bits
-    errors = messages(net(Network="::ffff:10.1.2.3/120"), "Network")
+    errors = messages(net(Network=text), "Network")
     assert len(errors) == 1
-    assert "flannel reads it as 10.1.2.0 with a prefix of /120, counted in IPv6 bits" in errors[0]
+    assert f"flannel reads it as {reading}, counted in IPv6 bits" in errors[0]
 
 
 # -- pkg/subnet/config.go, type Config, in the releases around each change (read from the tags)
@@ -130,10 +139,15 @@ RELEASES = {
     ),
     "Networks": (
         ["10.2.0.0/16"],
-        [((0, 19, 2), False), ((0, 20, 0), True), ((0, 24, 4), True), ((0, 25, 0), False),
-         (None, False)],
+        [
+            ((0, 19, 2), False),
+            ((0, 20, 0), True),
+            ((0, 24, 4), True),
+            ((0, 25, 0), False),
+            (None, False),
+        ],
         "v0.20.0 to before v0.25.0",
-    ),  # fmt: skip
+    ),
     "EnableNFTables": (
         False,
         [((0, 24, 4), False), ((0, 25, 0), True), ((0, 28, 9), True), (None, True)],
@@ -152,9 +166,10 @@ RELEASES = {
 )
 def test_config_keys_exist_in_the_releases_that_have_them(key, value, release, read, span):
     warnings = [
-        m for m in messages(net(**{key: value}), key, "warning", flannel_version=release)
+        m
+        for m in messages(net(**{key: value}), key, "warning", flannel_version=release)
         if "does not read it" in m
-    ]  # fmt: skip
+    ]
     if read:
         assert warnings == []
     else:
@@ -229,17 +244,26 @@ def test_wireguard_keepalive_is_off_or_an_interval(seconds: int, ok: bool) -> No
         # pkg/backend/wireguard/wireguard.go RegisterNetwork: the cfg literal
         (
             {"Type": "wireguard"},
-            {"Type": "wireguard", "ListenPort": 51820, "ListenPortV6": 51821,
-             "PersistentKeepaliveInterval": 0, "Mode": "separate"},
-        ),  # fmt: skip
+            {
+                "Type": "wireguard",
+                "ListenPort": 51820,
+                "ListenPortV6": 51821,
+                "PersistentKeepaliveInterval": 0,
+                "Mode": "separate",
+            },
+        ),
         # pkg/backend/ipip/ipip.go: DirectRouting bool, zero value
         ({"Type": "ipip"}, {"Type": "ipip", "DirectRouting": False}),
         # pkg/backend/ipsec/ipsec.go: UDPEncap false, defaultESPProposal
         (
             {"Type": "ipsec", "PSK": "x" * 96},
-            {"Type": "ipsec", "UDPEncap": False,
-             "ESPProposal": "aes128gcm16-sha256-prfsha256-ecp256", "PSK": "x" * 96},
-        ),  # fmt: skip
+            {
+                "Type": "ipsec",
+                "UDPEncap": False,
+                "ESPProposal": "aes128gcm16-sha256-prfsha256-ecp256",
+                "PSK": "x" * 96,
+            },
+        ),
         # pkg/backend/udp/udp_amd64.go: Port 8285
         ({"Type": "udp"}, {"Type": "udp", "Port": 8285}),
     ],
@@ -258,8 +282,9 @@ def test_backend_defaults_are_flannels(backend: dict[str, Any], effective: dict[
 )
 def test_the_cloud_backends_were_removed_in_v0_20_0(release, level, text) -> None:
     # flannel-io/flannel#1625, first released in v0.20.0
-    found = messages(net(Backend={"Type": "aws-vpc"}), "Backend.Type", level,
-                     flannel_version=release)  # fmt: skip
+    found = messages(
+        net(Backend={"Type": "aws-vpc"}), "Backend.Type", level, flannel_version=release
+    )
     assert len(found) == 1 and text in found[0], found
 
 
@@ -295,8 +320,11 @@ def hidden(network: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 def test_a_second_spelling_of_backend_that_is_no_table_does_not_stop_the_search() -> None:
     # TOML keeps both keys; flannel (case-insensitive) decodes each in turn
-    network = {"Network": "10.0.0.0/8", "BACKEND": "vxlan",
-               "Backend": {"Type": "ipsec", "PSK": "x" * 96}}  # fmt: skip
+    network = {
+        "Network": "10.0.0.0/8",
+        "BACKEND": "vxlan",
+        "Backend": {"Type": "ipsec", "PSK": "x" * 96},
+    }
     public, paths = hidden(network)
     assert paths == ["Backend.PSK"]
     assert public["Backend"]["PSK"] == netconf.SECRET_PLACEHOLDER
@@ -304,8 +332,12 @@ def test_a_second_spelling_of_backend_that_is_no_table_does_not_stop_the_search(
 
 def test_the_backend_type_is_read_from_type_wherever_it_stands() -> None:
     # AccessKeyID is a known tencent-vpc option, not a secret, although named like one
-    backend = {"VpcId": "vpc-1", "AccessKeyID": "id", "Type": "tencent-vpc",
-               "AccessKeySecret": "s3cr3t"}  # fmt: skip
+    backend = {
+        "VpcId": "vpc-1",
+        "AccessKeyID": "id",
+        "Type": "tencent-vpc",
+        "AccessKeySecret": "s3cr3t",
+    }
     public, paths = hidden({"Network": "10.0.0.0/8", "Backend": backend})
     assert paths == ["Backend.AccessKeySecret"]
     assert public["Backend"] == {**backend, "AccessKeySecret": netconf.SECRET_PLACEHOLDER}
