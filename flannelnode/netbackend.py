@@ -112,7 +112,7 @@ def _backend_type(lint: Linter, slot: Slot | None, prefix: str) -> str | None:
         return None
     if btype not in known:
         hint = difflib.get_close_matches(btype, known, n=1, cutoff=0.5)
-        did = f' Did you mean "{hint[0]}"?' if hint else ""
+        did = "".join(f' Did you mean "{h}"?' for h in hint)
         lint.error(
             path,
             f'"{btype}" is not a flannel backend; flanneld stops with "unknown backend type".'
