@@ -189,3 +189,11 @@ def test_an_ipv6_public_ip_does_not_give_an_ipv4_lease() -> None:
     assert (
         found({**V6_ONLY, "Backend": {"Type": "ipip"}}, "Backend.Type", public_ip="192.0.2.1") == []
     )
+
+
+def test_a_null_option_keeps_flannels_default() -> None:
+    # encoding/json: null into an int or a bool is a no-op, the default stays
+    config = {**NET, "Backend": {"Type": "vxlan", "VNI": None, "GBP": None}}
+    assert netconf.effective(config)["Backend"]["VNI"] == 1
+    warnings = found(config, "Backend.VNI", "warning") + found(config, "Backend.GBP", "warning")
+    assert len(warnings) == 2 and all("null changes nothing here" in w for w in warnings)
