@@ -144,6 +144,7 @@ RELEASES = {
             ((0, 20, 0), True),
             ((0, 24, 4), True),
             ((0, 25, 0), False),
+            ((0, 28, 9), False),
             (None, False),
         ],
         "v0.20.0 to before v0.25.0",
