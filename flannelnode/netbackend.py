@@ -19,7 +19,7 @@ from .netfields import (
     TYPE_FIELD,
     VXLAN_MAX_VNI,
 )
-from .netlint import REFUSED, VXLAN, Linter, kept
+from .netlint import REFUSED, VXLAN, Linter, kept, version_text
 
 _KIND_WORDS = {"bool": "true or false", "int": "an integer", "str": "a string",
                "duration": "an integer"}  # fmt: skip
@@ -104,14 +104,15 @@ def _backend_type(lint: Linter, slot: Slot | None, prefix: str) -> str | None:
     if btype in REMOVED_BACKENDS and not old:
         lint.error(
             path,
-            f'"{btype}" was removed in flannel v0.20.0; flanneld stops with "unknown backend '
-            'type". Use "vxlan" or "host-gw" (or flannel older than v0.20.0)',
+            f'"{btype}" was removed in flannel {version_text(REMOVED_IN)}; flanneld stops with '
+            '"unknown backend type". Use "vxlan" or "host-gw" (or flannel older than '
+            f"{version_text(REMOVED_IN)})",
             at,
         )
         return None
     if btype not in known:
         hint = difflib.get_close_matches(btype, known, n=1, cutoff=0.5)
-        did = f' Did you mean "{hint[0]}"?' if hint else ""
+        did = "".join(f' Did you mean "{h}"?' for h in hint)
         lint.error(
             path,
             f'"{btype}" is not a flannel backend; flanneld stops with "unknown backend type".'
@@ -122,8 +123,8 @@ def _backend_type(lint: Linter, slot: Slot | None, prefix: str) -> str | None:
     if btype in REMOVED_BACKENDS:
         lint.warn(
             path,
-            f'"{btype}" is experimental and gone from flannel v0.20.0 on; plan a move to vxlan '
-            "or host-gw",
+            f'"{btype}" is experimental and gone from flannel {version_text(REMOVED_IN)} on; plan '
+            "a move to vxlan or host-gw",
             at,
         )
     return btype

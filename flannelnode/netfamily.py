@@ -171,7 +171,7 @@ def check_family(lint: Linter, slots: dict[str, Slot], fam: Family) -> IPNetwork
     if net is None or net_slot is None:
         return None
     prefix = net.prefixlen
-    default_len = fam.default_len if prefix <= fam.default_len - 2 else prefix + 2
+    default_len = max(fam.default_len, prefix + 2)
     len_at = kept(got.get(fam.subnet_len))
     sublen = got[fam.subnet_len].value if len_at else 0
     if sublen:
@@ -215,7 +215,7 @@ def check_family(lint: Linter, slots: dict[str, Slot], fam: Family) -> IPNetwork
     if lo is None or hi is None:
         return net
     if lo > hi:
-        _empty_range(lint, got, fam, lo, hi, first, last)
+        _empty_range(lint, got, fam, lo, hi, first)
         return net
     min_at = kept(got.get(fam.subnet_min))
     if min_at and lo == int(net.network_address):
@@ -251,35 +251,24 @@ def _subnet_len_fix(fam: Family, prefix: int, default_len: int) -> str:
             f"No {fam.subnet_len} works for a /{prefix}: flannel needs at least a "
             f"/{fam.smallest} {fam.network}. Use a larger {fam.network}, e.g. {fam.example}"
         )
-    if prefix + 2 <= default_len <= fam.max_len:
-        return f"Use {default_len} (the default for /{prefix}), or remove it"
-    return f"Use a value from {prefix + 2} to {fam.max_len}"
+    # prefix + 2 <= max_len here, so the default is a value flannel takes
+    return f"Use {default_len} (the default for /{prefix}), or remove it"
 
 
 def _empty_range(
-    lint: Linter, got: dict[str, Slot], fam: Family, lo: int, hi: int, first: int, last: int
+    lint: Linter, got: dict[str, Slot], fam: Family, lo: int, hi: int, first: int
 ) -> None:
-    """SubnetMin above SubnetMax: blame the one the user set, not a default."""
+    """SubnetMin above SubnetMax: blame the one the user set, not a default. SubnetMax is set: its
+    default, the last subnet, is above every SubnetMin in the Network."""
     min_at, max_at = kept(got.get(fam.subnet_min)), kept(got.get(fam.subnet_max))
-    set_min = min_at is not None and int(got[fam.subnet_min].value) != 0
-    set_max = max_at is not None and int(got[fam.subnet_max].value) != 0
-    if set_max and not set_min:
-        assert max_at is not None
+    assert max_at is not None
+    if min_at is None or not int(got[fam.subnet_min].value):  # 0.0.0.0 / :: is unset
         lint.error(
             max_at.key,
             f"{lint.show(max_at.value)} is below {fam.addr(first)}, the first subnet flannel "
             f"leases ({fam.subnet_min}'s default skips the network address): no subnet is left "
             f'to lease ("out of subnets"). Use {fam.addr(first)} or above',
             max_at,
-        )
-    elif set_min and not set_max:
-        assert min_at is not None
-        lint.error(
-            min_at.key,
-            f"{lint.show(min_at.value)} is above {fam.addr(last)}, the last subnet "
-            f"({fam.subnet_max}'s default): no subnet is left to lease. Use {fam.addr(last)} "
-            "or below",
-            min_at,
         )
     else:
         lint.error(
@@ -326,8 +315,8 @@ def _network(lint: Linter, slot: Slot | None, fam: Family) -> IPNetwork | None:
             at,
         )
         return None
-    if net.prefixlen == 0 and int(net.network_address) == 0:
-        # IP4Net.Empty(): flannel takes 0.0.0.0/0 for "not set"
+    if not net.prefixlen:
+        # IP4Net.Empty(): flannel takes 0.0.0.0/0 for "not set" (a /0 masks every address to 0)
         lint.error(
             at.key,
             f"{shown} covers every address, which flannel treats as no network at all "
@@ -358,7 +347,7 @@ def _bound(
             at,
         )
         return None
-    if int(addr) == 0:
+    if not int(addr):
         return default  # flannel: 0.0.0.0 / :: means unset
     if addr not in net:
         lint.error(

@@ -30,8 +30,10 @@ Version = tuple[int, int, int]
 
 
 def parse_ip(text: str) -> IPAddress | None:
-    """net.ParseIP: dotted-quad IPv4 (no leading zeros) or IPv6, no zone; None if invalid."""
-    if not text or not text.isascii() or "%" in text:
+    """net.ParseIP: dotted-quad IPv4 (no leading zeros) or IPv6, no zone; None if invalid.
+
+    ipaddress refuses what ParseIP refuses (empty, non-ASCII digits, leading zeros) but a zone."""
+    if "%" in text:
         return None
     try:
         return ipaddress.ip_address(text)
@@ -41,12 +43,16 @@ def parse_ip(text: str) -> IPAddress | None:
 
 def parse_cidr(text: str) -> tuple[IPAddress, int] | None:
     """net.ParseCIDR: (address, prefix length), the prefix in decimal digits up to the address's
-    bits (128 for ::ffff:a.b.c.d); None if invalid."""
-    addr, slash, bits = text.partition("/")
+    bits (128 for ::ffff:a.b.c.d), leading zeros allowed (Go's dtoi); None if invalid."""
+    addr, _, bits = text.partition("/")
     ip = parse_ip(addr)
-    if ip is None or not slash or not (bits.isascii() and bits.isdigit()) or len(bits) > 7:
+    if ip is None or not (bits.isascii() and bits.isdigit()):
         return None
-    prefix = int(bits)
+    digits = bits.lstrip("0") or "0"
+    # more digits than the largest prefix has can only be larger (and int() of thousands fails)
+    if len(digits) > len(str(ip.max_prefixlen)):
+        return None
+    prefix = int(digits)
     return (ip, prefix) if prefix <= ip.max_prefixlen else None
 
 
@@ -64,7 +70,8 @@ class Cidr:
 
     @property
     def host_bits(self) -> bool:
-        return str(self.network.network_address) != self.written.partition("/")[0]
+        # compared as addresses: "FD00::/48" and "fd00:0::/48" have none
+        return self.network.network_address != parse_ip(self.written.partition("/")[0])
 
 
 def _cidr_error(text: str) -> GoError:
@@ -148,19 +155,22 @@ KEY_HISTORY: dict[str, tuple[Version, Version | None]] = {
     **dict.fromkeys(_NETWORKS, ((0, 20, 0), (0, 25, 0))),
     "EnableNFTables": ((0, 25, 0), None),
 }
-NEWEST: Version = (0, 28, 9)  # the newest release whose Config we read
+
+
+def reads(key: str, version: Version | None) -> bool:
+    """Whether flannel `version` (None: the newest) reads the Config key (one of KEY_HISTORY)."""
+    first, gone = KEY_HISTORY[key]
+    if version is None:
+        return gone is None
+    return first <= version and (gone is None or version < gone)
 
 
 def config_fields(version: Version | None) -> dict[str, GoType]:
     """Config's JSON fields in flannel `version` (None: the newest)."""
-    version = version or NEWEST
     fields = dict(_ALWAYS)
-    if version >= (0, 15, 0):
-        fields |= _IPV6
-    if (0, 20, 0) <= version < (0, 25, 0):
-        fields |= _NETWORKS
-    if version >= (0, 25, 0):
-        fields |= _NFTABLES
+    for key, go_type in {**_IPV6, **_NETWORKS, **_NFTABLES}.items():
+        if reads(key, version):
+            fields[key] = go_type
     return fields
 
 
@@ -174,9 +184,13 @@ def _port(value: int) -> str | None:
 
 
 def _wg_key(value: str) -> str | None:
-    # pkg/backend/wireguard/device.go setupKeys: wgtypes.ParseKey, base64 of exactly 32 bytes
+    # pkg/backend/wireguard/device.go setupKeys: no PSK when empty, else wgtypes.ParseKey, Go's
+    # base64.StdEncoding (which skips \r and \n) of exactly 32 bytes
+    if value == "":
+        return None
     try:
-        if len(base64.b64decode(value, validate=True)) == 32:
+        text = value.replace("\r", "").replace("\n", "")
+        if len(base64.b64decode(text, validate=True)) == 32:
             return None
     except (binascii.Error, ValueError):
         pass
@@ -184,9 +198,9 @@ def _wg_key(value: str) -> str | None:
 
 
 def _ipsec_psk(value: str) -> str | None:
-    # pkg/backend/ipsec/ipsec.go: minPasswordLength = 96
-    n = len(value)
-    return None if n >= 96 else f"has {n} characters; flannel's ipsec backend needs at least 96"
+    # pkg/backend/ipsec/ipsec.go: len(cfg.PSK) < minPasswordLength (96), Go's len: UTF-8 bytes
+    n = len(value.encode("utf-8", "surrogatepass"))
+    return None if n >= 96 else f"has {n} bytes; flannel's ipsec backend needs at least 96"
 
 
 def _wg_mode(value: str) -> str | None:
@@ -310,7 +324,7 @@ def without_secrets(network: Mapping[str, Any]) -> tuple[dict[str, Any], list[st
         for key in backend:
             folded = gojson.fold(str(key))
             opt = known.get(folded)
-            unknown_secret = opt is None and folded != "TYPE" and named_like_secret(str(key))
+            unknown_secret = opt is None and named_like_secret(str(key))  # never Type's
             if (opt is not None and opt.secret) or unknown_secret:
                 backend[key] = SECRET_PLACEHOLDER
                 hidden.append(f"{name}.{key}")

@@ -39,8 +39,12 @@ class Survivor:
 
 
 def _test_command(tests: list[str]) -> str:
+    """One command for all the entries. cosmic-ray runs it without a shell (shlex.split), so the
+    `&&` between entries needs `sh -c`: bare, it reached pytest as a file name, and pytest's exit 4
+    counted every mutant as killed."""
     python = shlex.quote(sys.executable)
-    return " && ".join(f"{python} -m pytest -x -q -p no:cacheprovider {t}" for t in tests)
+    script = " && ".join(f"{python} -m pytest -x -q -p no:cacheprovider {t}" for t in tests)
+    return f"sh -c {shlex.quote(script)}"
 
 
 def _config(module: str, tests: list[str], path: Path) -> None:

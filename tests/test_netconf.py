@@ -376,7 +376,7 @@ BAD = {
         {},
         "error",
         "Backend.PSK",
-        "has 95 characters",
+        "has 95 bytes",
     ),
     "network not a table": ("172.17.0.0/16", {}, "error", "network", "must be a table"),
 }

@@ -1,0 +1,49 @@
+"""mutation/run.py's test command, run the way cosmic-ray runs it (cosmic_ray.testing.run_tests:
+shlex.split, no shell): every entry of a target's `tests` runs, and any failing one kills."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from cosmic_ray.testing import run_tests
+from cosmic_ray.work_item import TestOutcome as Outcome
+
+from mutation import run
+
+
+@pytest.fixture
+def suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "test_a.py").write_text("def test_a():\n    pass\n")
+    bad = "def test_ok():\n    pass\n\ndef test_bad():\n    assert 0\n"
+    (tmp_path / "test_b.py").write_text(bad)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("tests", "outcome"),
+    [
+        (["test_a.py"], Outcome.SURVIVED),
+        (["test_a.py", "test_b.py -k ok"], Outcome.SURVIVED),
+        (["test_a.py", "test_b.py -k 'ok or bad'"], Outcome.KILLED),
+        (["test_b.py -k bad", "test_a.py"], Outcome.KILLED),
+    ],
+)
+def test_every_entry_runs_and_any_failure_kills(suite: Path, tests: list[str], outcome) -> None:
+    result, output = run_tests(run._test_command(tests), timeout=120)
+    assert result == outcome, output
+
+
+def test_the_second_entry_really_runs(suite: Path) -> None:
+    result, output = run_tests(run._test_command(["test_a.py", "test_b.py -k ok"]), timeout=120)
+    assert result == Outcome.SURVIVED
+    assert output.count("1 passed") == 2, output
+
+
+def test_the_config_file_holds_the_command(suite: Path) -> None:
+    tests = ["test_a.py", "test_b.py -k 'ok or bad'"]
+    run._config("m.py", tests, suite / "c.toml")
+    config = tomllib.loads((suite / "c.toml").read_text())["cosmic-ray"]
+    assert config["test-command"] == run._test_command(tests)
