@@ -9,6 +9,7 @@ import pytest
 
 from flannelnode import cli
 from flannelnode.config import ENV_OVERRIDES
+from flannelnode.progress import Reporter
 
 from .release_server import ReleaseServer
 
@@ -149,3 +150,14 @@ def fetched(server, project) -> dict[str, bytes]:
     result = project.run("fetch")
     assert result.rc == 0, result.err
     return bodies
+
+
+@pytest.fixture(scope="session")
+def base_dir() -> Path:
+    """The checkout's shared base images (built on first use: minutes, then cached by recipe)."""
+    return REPO / "build" / "base"
+
+
+@pytest.fixture
+def quiet() -> Reporter:
+    return Reporter(quiet=True)

@@ -16,23 +16,11 @@ import pytest
 
 from flannelnode import base, config, diskimage, images
 from flannelnode.cache import sha256_file
-from flannelnode.progress import Reporter
 from flannelnode.tools import require
 
 from .conftest import packer_shim
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def base_dir() -> Path:
-    """The checkout's shared base (tests/test_images.py uses the same)."""
-    return REPO / "build" / "base"
-
-
-@pytest.fixture
-def quiet() -> Reporter:
-    return Reporter(quiet=True)
 
 
 def _config(project) -> config.Config:

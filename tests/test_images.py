@@ -29,7 +29,6 @@ import verify
 from flannelnode import base, config, images, netconf, packer, userdata
 from flannelnode import manifest as manifest_mod
 from flannelnode.cache import sha256_file
-from flannelnode.progress import Reporter
 from flannelnode.tools import require
 from verify.checks import SUBNET_ENV, dockerd_args, env_file, lease_network
 
@@ -60,17 +59,6 @@ Type = "vxlan"
 """
 HOST_GW = {"Network": "172.30.0.0/16", "Backend": {"Type": "host-gw"}}
 VM_TIMEOUT = 300  # VM start -> docker active; about a minute under TCG
-
-
-@pytest.fixture(scope="session")
-def base_dir() -> Path:
-    """The shared base (built on first use: about 3 minutes, then cached by recipe digest)."""
-    return REPO / "build" / "base"
-
-
-@pytest.fixture
-def quiet() -> Reporter:
-    return Reporter(quiet=True)
 
 
 def _config(project) -> config.Config:

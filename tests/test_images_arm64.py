@@ -30,11 +30,6 @@ TEST_REPOSITORY = f"flannelnode-test/node-arm64-{os.getpid()}"
 
 
 @pytest.fixture
-def base_dir() -> Path:
-    return REPO / "build" / "base"
-
-
-@pytest.fixture
 def test_images():
     yield TEST_REPOSITORY
     refs = _docker("images", "--format", "{{.Repository}}:{{.Tag}}", TEST_REPOSITORY).split()
