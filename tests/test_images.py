@@ -243,7 +243,8 @@ def test_docker_target_end_to_end(project, standin_release, base_dir, quiet, tes
         "cloud-init-state",
         "authorized-keys",
     ]
-    assert manifest_mod.gather(cfg, project.build)["images"]["docker"]["validation"] == validated
+    gathered = manifest_mod.gather(cfg, project.build)
+    assert gathered["images"]["docker-amd64"]["validation"] == validated
     assert not [n for n in files if n.startswith("tmp/") and "#" not in n], "left in /tmp"
 
     # -- a second run with unchanged inputs starts no Packer process at all
@@ -384,13 +385,13 @@ def test_a_failing_validation_fails_images_naming_the_check(
     assert res.rc == 1, res.err
     assert "Traceback" not in res.err
     [line] = [ln for ln in res.err.splitlines() if "validation failed" in ln]
-    assert line.startswith("error: images docker: image validation failed (")
+    assert line.startswith("error: images docker amd64: image validation failed (")
     assert "file:/opt/kubernetes/bin/flanneld: mode 644, expected 0755" in line
     assert "machine-id: /etc/machine-id holds 0123456789abcdef0123456789abcdef" in line
     assert "unit:flanneld.service: is-enabled: disabled" in line
     assert line.endswith("; no image was kept")
     assert set(_docker("images", "-q", images.REPOSITORY).split()) == images_before
-    assert not (project.build / "images" / "docker.json").exists()
+    assert not (project.build / "images" / "docker-amd64.json").exists()
     assert set(_docker("ps", "-aq").split()) <= before
 
 
@@ -533,7 +534,7 @@ def test_qemu_target_first_boot_brings_docker_up_on_flannel(
     assert sha256_file(Path(qemu.path)) == qemu.sha256
     assert not [p for p in (project.build / "images").iterdir() if p.name.startswith(".qemu.")]
     # validated inside the VM as its last build step (over ssh, as root): every check passed
-    validated = json.loads((project.build / "images" / "qemu.json").read_text())["validation"]
+    validated = json.loads((project.build / "images" / "qemu-amd64.json").read_text())["validation"]
     assert validated["failed"] == [] and validated["passed"] == len(validated["checks"]) >= 24
     disk = Path(qemu.path)
 
