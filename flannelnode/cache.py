@@ -21,8 +21,6 @@ from pathlib import Path
 
 from . import atomic
 
-CHUNK = 1 << 20
-
 
 def sha256_file(path: Path) -> str:
     with path.open("rb") as f:

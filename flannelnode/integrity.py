@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from . import lock
-from .cache import CHUNK, sha256_file
+from .cache import sha256_file
 from .errors import FlannelnodeError, IntegrityError
 from .fetch import Fetched
 
+CHUNK = 1 << 20  # copy_verified reads this much at a time
 SHA256_DIGEST_ALGO = "8"  # rpm's PGPHASHALGO_SHA256, as the spec sets _binary_filedigest_algorithm
 
 # (mode, size, sha256) of one regular file; mode as four octal digits, like the manifest's

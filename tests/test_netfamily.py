@@ -161,3 +161,17 @@ def test_a_zero_subnet_min_is_unset_so_subnet_max_is_blamed() -> None:
     (error,) = said(findings, "SubnetMax")
     assert "is below 10.1.1.0, the first subnet flannel leases" in error
     assert said(findings, "SubnetMin") == []
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "flannel_says"),
+    [
+        ({"Network": "10.1.0.0/16", "SubnetLen": 31}, "SubnetLen",
+         "SubnetLen must be less than /31"),
+        ({**V6, "Network": "10.1.0.0/16", "IPv6Network": "fd00::/48", "IPv6SubnetLen": 127},
+         "IPv6SubnetLen", "SubnetLen must be less than /127"),
+    ],
+)  # fmt: skip
+def test_a_subnet_len_too_large_quotes_flannel(config, field, flannel_says) -> None:
+    (error,) = said(lint(**config), field)
+    assert f'("{flannel_says}")' in error
