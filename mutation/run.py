@@ -81,9 +81,32 @@ def _module_path(module: str, stem: str) -> str:
     return str(link.relative_to(REPO))
 
 
+class BaselineFailed(Exception):
+    """The tests fail on the unmutated code: every mutant would count as killed."""
+
+
+def check_baseline(module: str, tests: list[str]) -> None:
+    """Run the target's tests once, unmutated. A failing baseline (a missing tool, a typo in a
+    `-k`, dockerd down) would otherwise score 100%."""
+    result = subprocess.run(
+        shlex.split(_test_command(tests)),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise BaselineFailed(
+            f"{module}: its tests fail before any mutation (exit {result.returncode}); "
+            f"fix them or the target's `tests` in {TARGETS.name} first:\n{tail}"
+        )
+
+
 def run_module(module: str, tests: list[str]) -> tuple[int, int, list[Survivor], float]:
     """(killed, counted, survivors, seconds) for one module."""
     OUT.mkdir(parents=True, exist_ok=True)
+    check_baseline(module, tests)
     stem = module.replace("/", "_").replace("-", "_").removesuffix(".py")
     config, session = OUT / f"{stem}.toml", OUT / f"{stem}.sqlite"
     _config(_module_path(module, stem), tests, config)
@@ -135,7 +158,11 @@ def main(argv: list[str]) -> int:
     total_killed = total = 0
     lines = []
     for target in targets:
-        killed, counted, survivors, seconds = run_module(target["module"], target["tests"])
+        try:
+            killed, counted, survivors, seconds = run_module(target["module"], target["tests"])
+        except BaselineFailed as error:
+            print(error, file=sys.stderr)
+            return 1
         total_killed, total = total_killed + killed, total + counted
         lines.append(f"{target['module']}: {killed}/{counted} killed in {seconds:.0f}s")
         for s in survivors:

@@ -47,3 +47,10 @@ def test_the_config_file_holds_the_command(suite: Path) -> None:
     run._config("m.py", tests, suite / "c.toml")
     config = tomllib.loads((suite / "c.toml").read_text())["cosmic-ray"]
     assert config["test-command"] == run._test_command(tests)
+
+
+def test_a_failing_baseline_stops_the_module(suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run, "REPO", suite)
+    with pytest.raises(run.BaselineFailed, match=r"m\.py: its tests fail before any mutation"):
+        run.check_baseline("m.py", ["test_a.py", "test_b.py -k bad"])
+    run.check_baseline("m.py", ["test_a.py", "test_b.py -k ok"])
