@@ -116,10 +116,16 @@ class Flannel:
     arches: list[str] = _checked(lambda: ["amd64", "arm64"], _arches)
 
     def __post_init__(self) -> None:
-        missing = [a for a in self.arches if not published(ARCHES[a], self.version_tuple)]
+        version, asset = self.version_tuple, self.asset
+        missing = [a for a in self.arches if not published(ARCHES[a], version, asset)]
         if missing:
+            binaries = asset == "tarball" and all(
+                published(ARCHES[a], version, "binary") for a in missing
+            )
             raise _FieldError(
-                "arches", f"flannel {self.version} publishes no asset for {', '.join(missing)}"
+                "arches",
+                f"flannel {self.version} publishes no {asset} for {', '.join(missing)}"
+                + ('; its bare binaries are: asset = "binary"' if binaries else ""),
             )
 
     @property
