@@ -27,7 +27,7 @@ from . import filters
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "mutation"
 TARGETS = Path(__file__).resolve().parent / "targets.toml"
-TIMEOUT = 300.0  # seconds per mutant: a mutant that hangs the tests counts as killed
+TIMEOUT = 300.0  # the most seconds per mutant: a mutant that hangs the tests counts as killed
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,17 @@ def _test_command(tests: list[str]) -> str:
     return f"sh -c {shlex.quote(script)}"
 
 
-def _config(module: str, tests: list[str], path: Path) -> None:
+def timeout_after(baseline: float) -> float:
+    """A mutant that loops forever (a parser's index that stops moving) costs this much: ten times
+    the unmutated run, at least 30 s for a loaded host, at most TIMEOUT."""
+    return min(TIMEOUT, max(30.0, 10 * baseline))
+
+
+def _config(module: str, tests: list[str], path: Path, timeout: float = TIMEOUT) -> None:
     path.write_text(
         "[cosmic-ray]\n"
         f"module-path = {json.dumps(module)}\n"
-        f"timeout = {TIMEOUT}\n"
+        f"timeout = {timeout:.0f}\n"
         "excluded-modules = []\n"
         f"test-command = {json.dumps(_test_command(tests))}\n"
         '\n[cosmic-ray.distributor]\nname = "local"\n'
@@ -85,9 +91,10 @@ class BaselineFailed(Exception):
     """The tests fail on the unmutated code: every mutant would count as killed."""
 
 
-def check_baseline(module: str, tests: list[str]) -> None:
-    """Run the target's tests once, unmutated. A failing baseline (a missing tool, a typo in a
-    `-k`, dockerd down) would otherwise score 100%."""
+def check_baseline(module: str, tests: list[str]) -> float:
+    """Run the target's tests once, unmutated; how long they took. A failing baseline (a missing
+    tool, a typo in a `-k`, dockerd down) would otherwise score 100%."""
+    started = time.monotonic()
     result = subprocess.run(
         shlex.split(_test_command(tests)),
         cwd=REPO,
@@ -101,15 +108,16 @@ def check_baseline(module: str, tests: list[str]) -> None:
             f"{module}: its tests fail before any mutation (exit {result.returncode}); "
             f"fix them or the target's `tests` in {TARGETS.name} first:\n{tail}"
         )
+    return time.monotonic() - started
 
 
 def run_module(module: str, tests: list[str]) -> tuple[int, int, list[Survivor], float]:
     """(killed, counted, survivors, seconds) for one module."""
     OUT.mkdir(parents=True, exist_ok=True)
-    check_baseline(module, tests)
+    timeout = timeout_after(check_baseline(module, tests))
     stem = module.replace("/", "_").replace("-", "_").removesuffix(".py")
     config, session = OUT / f"{stem}.toml", OUT / f"{stem}.sqlite"
-    _config(_module_path(module, stem), tests, config)
+    _config(_module_path(module, stem), tests, config, timeout)
     started = time.monotonic()
     cosmic = [sys.executable, "-m", "cosmic_ray.cli"]
     twins_file = OUT / f"{stem}.twins.json"

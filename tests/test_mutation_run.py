@@ -53,4 +53,11 @@ def test_a_failing_baseline_stops_the_module(suite: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(run, "REPO", suite)
     with pytest.raises(run.BaselineFailed, match=r"m\.py: its tests fail before any mutation"):
         run.check_baseline("m.py", ["test_a.py", "test_b.py -k bad"])
-    run.check_baseline("m.py", ["test_a.py", "test_b.py -k ok"])
+    assert 0 < run.check_baseline("m.py", ["test_a.py", "test_b.py -k ok"]) < run.TIMEOUT
+
+
+@pytest.mark.parametrize(("baseline", "timeout"), [(0.5, 30.0), (4.0, 40.0), (60.0, run.TIMEOUT)])
+def test_a_hanging_mutant_costs_ten_baselines_within_bounds(
+    baseline: float, timeout: float
+) -> None:
+    assert run.timeout_after(baseline) == timeout
