@@ -8,13 +8,16 @@ time taken, and the total score over the non-equivalent mutants.
     python -m mutation.run                  # every target
     python -m mutation.run flannelnode/lock.py flannelnode/arch.py
     MUTATE_RESUME=1 python -m mutation.run  # go on with sessions already begun
+    MUTATE_SURVIVORS=1 python -m mutation.run  # after adding tests: run the survivors again
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
+import sqlite3
 import subprocess
 import sys
 import time
@@ -111,6 +114,28 @@ def check_baseline(module: str, tests: list[str]) -> float:
     return time.monotonic() - started
 
 
+class StaleSession(Exception):
+    """MUTATE_SURVIVORS on a session whose module has changed since: its mutants' lines moved."""
+
+
+def _digest(module: str) -> str:
+    return hashlib.sha256((REPO / module).read_bytes()).hexdigest()
+
+
+def _forget_survivors(module: str, session: Path, digest_file: Path) -> int:
+    """Drop the survivors' results so that `cosmic-ray exec` runs them again, against the tests
+    as they are now. Valid only while the module is byte for byte the one the session mutated."""
+    if not session.exists():
+        raise StaleSession(f"{module}: no session in {session} to take survivors from")
+    if not digest_file.exists() or digest_file.read_text() != _digest(module):
+        raise StaleSession(
+            f"{module} changed since its session began ({session}); run it whole (without "
+            "MUTATE_SURVIVORS)"
+        )
+    with sqlite3.connect(session) as db:
+        return db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
+
+
 def run_module(module: str, tests: list[str]) -> tuple[int, int, list[Survivor], float]:
     """(killed, counted, survivors, seconds) for one module."""
     OUT.mkdir(parents=True, exist_ok=True)
@@ -120,9 +145,13 @@ def run_module(module: str, tests: list[str]) -> tuple[int, int, list[Survivor],
     _config(_module_path(module, stem), tests, config, timeout)
     started = time.monotonic()
     cosmic = [sys.executable, "-m", "cosmic_ray.cli"]
-    twins_file = OUT / f"{stem}.twins.json"
-    if not (os.environ.get("MUTATE_RESUME") and session.exists()):
+    twins_file, digest_file = OUT / f"{stem}.twins.json", OUT / f"{stem}.sha256"
+    if os.environ.get("MUTATE_SURVIVORS"):
+        again = _forget_survivors(module, session, digest_file)
+        print(f"{module}: running its {again} survivors again", flush=True)
+    elif not (os.environ.get("MUTATE_RESUME") and session.exists()):
         session.unlink(missing_ok=True)
+        digest_file.write_text(_digest(module))
         subprocess.run([*cosmic, "init", str(config), str(session)], check=True, cwd=REPO)
         twins, annotations = filters.mark(session, REPO)
         twins_file.write_text(json.dumps(twins))
@@ -168,7 +197,7 @@ def main(argv: list[str]) -> int:
     for target in targets:
         try:
             killed, counted, survivors, seconds = run_module(target["module"], target["tests"])
-        except BaselineFailed as error:
+        except (BaselineFailed, StaleSession) as error:
             print(error, file=sys.stderr)
             return 1
         total_killed, total = total_killed + killed, total + counted

@@ -61,3 +61,31 @@ def test_a_hanging_mutant_costs_ten_baselines_within_bounds(
     baseline: float, timeout: float
 ) -> None:
     assert run.timeout_after(baseline) == timeout
+
+
+def test_survivors_run_again_against_new_tests_and_only_while_the_module_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real cosmic-ray session on a one-line module: a weak test lets `+x` and `x` survive;
+    after a stronger test, MUTATE_SURVIVORS runs only those again, and they are killed."""
+    (tmp_path / "m.py").write_text("def f(x):\n    return -x\n")
+    (tmp_path / "test_m.py").write_text("from m import f\n\ndef test_f():\n    assert f(0) == 0\n")
+    monkeypatch.setattr(run, "REPO", tmp_path)
+    monkeypatch.setattr(run, "OUT", tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MUTATE_RESUME", raising=False)
+    monkeypatch.delenv("MUTATE_SURVIVORS", raising=False)
+    killed, counted, survivors, _ = run.run_module("m.py", ["test_m.py"])
+    assert sorted(s.operator for s in survivors) == [
+        "core/ReplaceUnaryOperator_Delete_USub",
+        "core/ReplaceUnaryOperator_USub_UAdd",
+    ]
+    assert killed == counted - 2
+
+    (tmp_path / "test_m.py").write_text("from m import f\n\ndef test_f():\n    assert f(2) == -2\n")
+    monkeypatch.setenv("MUTATE_SURVIVORS", "1")
+    assert run.run_module("m.py", ["test_m.py"])[:3] == (counted, counted, [])
+
+    (tmp_path / "m.py").write_text("def f(x):\n    return 0 - x\n")
+    with pytest.raises(run.StaleSession, match=r"m\.py changed since its session began"):
+        run.run_module("m.py", ["test_m.py"])
