@@ -223,3 +223,41 @@ def test_image_checks_run_on_testinfras_host_fixture(project, fetched, tmp_path:
         assert "/opt/kubernetes/bin/flanneld: 0644 root:root, expected 0755 root:root" in bad.stdout
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=120)
+
+
+class _Exec:
+    """A container whose `docker exec` output is lost the first `lost` times (seen under load:
+    exit 0 and no output, for a command that always prints JSON)."""
+
+    def __init__(self, output: bytes, lost: int) -> None:
+        self.output, self.lost, self.calls = output, lost, 0
+
+    def exec_run(self, cmd: list[str], demux: bool = False):
+        from docker.models.containers import ExecResult
+
+        self.calls += 1
+        return ExecResult(0, b"" if self.calls <= self.lost else self.output)
+
+
+class _Node:
+    def __init__(self, container: _Exec) -> None:
+        self.name, self.container = "node-a", container
+
+
+def test_ip_json_asks_again_when_docker_loses_the_output() -> None:
+    from verify.pods import ip_json
+
+    container = _Exec(b'[{"ifname": "eth0", "mtu": 1500}]\n', lost=2)
+    assert ip_json(_Node(container), "ip -j link show dev eth0") == [
+        {"ifname": "eth0", "mtu": 1500}
+    ]
+    assert container.calls == 3
+
+
+def test_ip_json_refuses_output_that_never_comes() -> None:
+    from verify.pods import ip_json
+
+    container = _Exec(b"[]\n", lost=99)
+    with pytest.raises(AssertionError, match=r"node-a: `ip -j link show dev eth0` printed nothing"):
+        ip_json(_Node(container), "ip -j link show dev eth0")
+    assert container.calls == 3

@@ -105,10 +105,18 @@ def lease_of(lab: Any, node: Any) -> tuple[ipaddress.IPv4Network, dict[str, Any]
     raise AssertionError(f"{node.name} ({ip}) holds no lease")
 
 
+EXEC_TRIES = 3
+
+
 def ip_json(node: Any, command: str) -> Any:
-    rc, out = run(node.container, command, 20)
-    assert rc == 0, f"{command}: {out}"
-    return json.loads(out or "[]")
+    """iproute2's -j output. It always prints JSON (`[]` when nothing matches), so an empty
+    output is `docker exec` losing it (seen on a loaded host): asked again, a bounded few times."""
+    for _ in range(EXEC_TRIES):
+        rc, out = run(node.container, command, 20)
+        assert rc == 0, f"{node.name}: `{command}` exited {rc}: {out}"
+        if out.strip():
+            return json.loads(out)
+    raise AssertionError(f"{node.name}: `{command}` printed nothing, {EXEC_TRIES} times (exit 0)")
 
 
 def default_dev(node: Any) -> str:
