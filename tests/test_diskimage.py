@@ -19,6 +19,7 @@ from flannelnode.cache import sha256_file
 from flannelnode.tools import require
 
 from .conftest import packer_shim
+from .vm import Ext4
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,46 +34,6 @@ def _disk_containers() -> set[str]:
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
     return set(out.split())
-
-
-class Ext4:
-    """The root filesystem of a disk image, read with debugfs from a raw copy."""
-
-    def __init__(self, qcow2: Path, raw: Path) -> None:
-        subprocess.run(["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True,
-                       timeout=600)  # fmt: skip
-        table = json.loads(subprocess.run(["sfdisk", "--json", str(raw)], capture_output=True,
-                                          text=True, check=True, timeout=60).stdout)  # fmt: skip
-        part = table["partitiontable"]
-        offset = int(part["partitions"][0]["start"]) * int(part.get("sectorsize", 512))
-        self.fs = f"{raw}?offset={offset}"
-
-    def run(self, request: str) -> str:
-        res = subprocess.run(["debugfs", "-R", request, self.fs], capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
-        assert res.returncode == 0, res.stderr
-        return res.stdout + res.stderr  # "File not found" comes on stderr
-
-    def stat(self, path: str) -> dict[str, str] | None:
-        """Type, Mode, User, Group, Size of path; None when it does not exist."""
-        out = self.run(f"stat {path}")
-        if "File not found" in out:
-            return None
-        fields: dict[str, str] = {}
-        for key, value in re.findall(r"\b(Type|Mode|User|Group|Size):\s+(\S+)", out):
-            fields.setdefault(key, value)  # the first Size: the Fragment line has one too
-        assert {"Type", "Mode", "User", "Group"} <= set(fields), out
-        return fields
-
-    def names(self, directory: str) -> list[str]:
-        out = self.run(f"ls -p {directory}")
-        assert "File not found" not in out, out
-        # -p: /inode/mode/uid/gid/name/size/
-        return [f.split("/")[5] for f in out.splitlines() if f.count("/") >= 6]
-
-    def read(self, path: str, dest: Path) -> bytes:
-        self.run(f"dump {path} {dest}")
-        return dest.read_bytes()
 
 
 @pytest.mark.slow

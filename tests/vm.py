@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -332,6 +333,62 @@ def seed_iso(text: str, workdir: Path, name: str = "node") -> tuple[Path, str]:
 
 # What a node got from flannelnode before it loaded br_netfilter itself (commit dec7ee5 and
 # earlier): no modules-load.d and sysctl.d files, no modprobe before flanneld.
+class Ext4:
+    """The root filesystem (first partition) of a disk image, through debugfs on a raw copy of
+    it: no mount, no loop device, no boot."""
+
+    def __init__(self, qcow2: Path, raw: Path) -> None:
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True,
+                       timeout=600)  # fmt: skip
+        table = json.loads(subprocess.run(["sfdisk", "--json", str(raw)], capture_output=True,
+                                          text=True, check=True, timeout=60).stdout)  # fmt: skip
+        part = table["partitiontable"]
+        offset = int(part["partitions"][0]["start"]) * int(part.get("sectorsize", 512))
+        self.fs = f"{raw}?offset={offset}"
+
+    def edit(self, *requests: str, write: bool = False) -> str:
+        """debugfs requests run in one session (-w: the filesystem is changed); any error fails."""
+        res = subprocess.run(
+            ["debugfs", *(["-w"] if write else []), "-f", "-", self.fs],
+            input="\n".join(requests) + "\n", capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if res.returncode != 0 or "debugfs: " in res.stderr.replace("debugfs 1.", ""):
+            raise RuntimeError(f"debugfs {requests}: {res.stderr.strip()}")
+        return res.stdout
+
+    def cat(self, path: str) -> str:
+        res = subprocess.run(["debugfs", "-R", f"cat {path}", self.fs], capture_output=True,
+                             text=True, check=True, timeout=60)  # fmt: skip
+        return res.stdout
+
+    def run(self, request: str) -> str:
+        res = subprocess.run(["debugfs", "-R", request, self.fs], capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        return res.stdout + res.stderr  # "File not found" comes on stderr
+
+    def stat(self, path: str) -> dict[str, str] | None:
+        """Type, Mode, User, Group, Size of path; None when it does not exist."""
+        out = self.run(f"stat {path}")
+        if "File not found" in out:
+            return None
+        fields: dict[str, str] = {}
+        for key, value in re.findall(r"\b(Type|Mode|User|Group|Size):\s+(\S+)", out):
+            fields.setdefault(key, value)  # the first Size: the Fragment line has one too
+        assert {"Type", "Mode", "User", "Group"} <= set(fields), out
+        return fields
+
+    def names(self, directory: str) -> list[str]:
+        out = self.run(f"ls -p {directory}")
+        assert "File not found" not in out, out
+        # -p: /inode/mode/uid/gid/name/size/
+        return [f.split("/")[5] for f in out.splitlines() if f.count("/") >= 6]
+
+    def read(self, path: str, dest: Path) -> bytes:
+        self.run(f"dump {path} {dest}")
+        return dest.read_bytes()
+
+
 MODULES_LOAD = "/usr/lib/modules-load.d/flannel.conf"
 SYSCTL = "/usr/lib/sysctl.d/90-flannel.conf"
 FLANNELD_UNIT = "/usr/lib/systemd/system/flanneld.service"
@@ -345,31 +402,14 @@ def without_module_loading(qcow2: Path, out: Path) -> Path:
     the image is exactly the built one otherwise). Returns out (a sparse .raw file).
     """
     out.unlink(missing_ok=True)
-    subprocess.run(["qemu-img", "convert", "-O", "raw", str(qcow2), str(out)], check=True,
-                   timeout=600)  # fmt: skip
-    table = json.loads(subprocess.run(["sfdisk", "--json", str(out)], capture_output=True,
-                                      text=True, check=True, timeout=60).stdout)  # fmt: skip
-    part = table["partitiontable"]
-    offset = int(part["partitions"][0]["start"]) * int(part.get("sectorsize", 512))
-    fs = f"{out}?offset={offset}"
-
-    def debugfs(*requests: str, write: bool = False) -> str:
-        res = subprocess.run(
-            ["debugfs", *(["-w"] if write else []), "-f", "-", fs],
-            input="\n".join(requests) + "\n", capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        if res.returncode != 0 or "debugfs: " in res.stderr.replace("debugfs 1.", ""):
-            raise RuntimeError(f"debugfs {requests}: {res.stderr.strip()}")
-        return res.stdout
-
-    unit = subprocess.run(["debugfs", "-R", f"cat {FLANNELD_UNIT}", fs], capture_output=True,
-                          text=True, check=True, timeout=60).stdout  # fmt: skip
+    fs = Ext4(qcow2, out)
+    unit = fs.cat(FLANNELD_UNIT)
     assert "ExecStart=" in unit, f"{FLANNELD_UNIT} not found in {qcow2}: {unit[:200]}"
     kept = [ln for ln in unit.splitlines() if not ln.startswith("ExecStartPre=-/sbin/modprobe")]
     assert len(kept) < len(unit.splitlines()), f"no modprobe ExecStartPre in {FLANNELD_UNIT}"
     old_unit = out.with_suffix(".flanneld.service")
     old_unit.write_text("\n".join(kept) + "\n")
-    debugfs(
+    fs.edit(
         f"rm {MODULES_LOAD}",
         f"rm {SYSCTL}",
         f"rm {FLANNELD_UNIT}",
@@ -380,6 +420,6 @@ def without_module_loading(qcow2: Path, out: Path) -> Path:
         write=True,
     )
     old_unit.unlink()
-    listing = debugfs(f"ls {Path(MODULES_LOAD).parent}", f"ls {Path(SYSCTL).parent}")
+    listing = fs.edit(f"ls {Path(MODULES_LOAD).parent}", f"ls {Path(SYSCTL).parent}")
     assert Path(MODULES_LOAD).name not in listing and Path(SYSCTL).name not in listing, listing
     return out
