@@ -307,14 +307,22 @@ def without_secrets(network: Mapping[str, Any]) -> tuple[dict[str, Any], list[st
     """(network with every backend secret replaced by SECRET_PLACEHOLDER, their key paths).
 
     Secrets are the options flannel's backends read as secrets (PSK, AccessKeySecret) and, to be
-    safe, any unknown Backend key named like one; keys match as flannel's do (gojson.fold).
+    safe, any unknown Backend key named like one; keys match as flannel's do (gojson.fold). Any
+    key named like a secret anywhere else is hidden too: flannel ignores keys it does not know,
+    so the placeholder changes nothing it reads, and the value would otherwise ship in clear.
     """
     public = copy.deepcopy(dict(network))
     hidden: list[str] = []
-    for name in [k for k in public if gojson.fold(str(k)) == "BACKEND"]:
+    backends = [k for k in public if gojson.fold(str(k)) == "BACKEND"]
+    for name in public:
+        if name not in backends or not isinstance(public[name], dict):
+            _hide_named_like_secrets(public, name, str(name), hidden)
+    for name in backends:
         backend = public[name]
         if not isinstance(backend, dict):
             continue
+        for key, value in backend.items():
+            _hide_nested(value, f"{name}.{key}", hidden)
         btype = next(
             (v for k, v in backend.items() if gojson.fold(str(k)) == "TYPE" and isinstance(v, str)),
             "",
@@ -329,3 +337,20 @@ def without_secrets(network: Mapping[str, Any]) -> tuple[dict[str, Any], list[st
                 backend[key] = SECRET_PLACEHOLDER
                 hidden.append(f"{name}.{key}")
     return public, hidden
+
+
+def _hide_named_like_secrets(table: dict[str, Any], key: str, path: str, hidden: list[str]) -> None:
+    if named_like_secret(str(key)):
+        table[key] = SECRET_PLACEHOLDER
+        hidden.append(path)
+    else:
+        _hide_nested(table[key], path, hidden)
+
+
+def _hide_nested(value: Any, path: str, hidden: list[str]) -> None:
+    if isinstance(value, dict):
+        for key in value:
+            _hide_named_like_secrets(value, key, f"{path}.{key}", hidden)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _hide_nested(item, f"{path}[{i}]", hidden)

@@ -351,10 +351,21 @@ def test_an_unknown_key_named_like_a_secret_is_hidden_wherever_it_sorts() -> Non
     assert public["Backend"]["VNI"] == 1
 
 
-def test_only_the_backend_is_searched() -> None:
-    # flannel reads options, secrets among them, from Backend alone: other tables are not backends
-    others = {"Aux": {"Type": "ipsec", "PSK": "x" * 96}, "Zone": {"password": "p"}}
-    network = {"Network": "10.0.0.0/8", **others, "Backend": {"Type": "vxlan"}}
+def test_a_secret_named_key_outside_the_backend_is_hidden_too() -> None:
+    """flannel ignores keys it does not know, so hiding one changes nothing it reads; left in
+    clear it would ship in every RPM and image."""
+    network = {
+        "Network": "10.0.0.0/8",
+        "Aux": {"PSK": "from-the-wrong-table", "note": "kept"},
+        "ApiPassword": "hunter22",
+        "Backend": {"Type": "vxlan", "Extra": [{"SecretKey": "abc123"}]},
+    }
     public, paths = hidden(network)
-    assert paths == []
-    assert public == network
+    assert sorted(paths) == ["ApiPassword", "Aux.PSK", "Backend.Extra[0].SecretKey"]
+    assert public == {
+        "Network": "10.0.0.0/8",
+        "Aux": {"PSK": netconf.SECRET_PLACEHOLDER, "note": "kept"},
+        "ApiPassword": netconf.SECRET_PLACEHOLDER,
+        "Backend": {"Type": "vxlan", "Extra": [{"SecretKey": netconf.SECRET_PLACEHOLDER}]},
+    }
+    assert network["Aux"]["PSK"] == "from-the-wrong-table"  # the config itself is untouched
