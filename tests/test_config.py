@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -210,3 +211,60 @@ def test_cli_packer_var_must_name_target_and_variable(project):
     res = project.run("images", "--packer-var", "qemu.output_directory=/tmp/x")
     assert res.rc == 2 and "images.packer.qemu.output_directory: set by the build" in res.err
     assert str(project.root / "node.toml") in res.err
+
+
+# -- environment variables and the settings only they reach, one by one
+
+
+def _env(**env: str) -> config.Config:
+    return config.loads(None, "env", Path("/"), env=env)
+
+
+def test_flannel_asset_from_the_environment_is_one_word_not_a_list():
+    assert _env(FLANNEL_ASSET="tarball").flannel.asset == "tarball"
+    assert _env(FLANNEL_ASSET="binary").flannel.asset == "binary"
+
+
+def test_flannel_tarball_alone_selects_the_tarball_kind(tmp_path):
+    asset = tmp_path / "flannel-v0.27.4-linux-amd64.tar.gz"
+    asset.write_bytes(b"x")
+    cfg = _env(FLANNEL_TARBALL=str(asset))
+    assert (cfg.flannel.asset, cfg.fetch.local) == ("tarball", asset)
+    cfg = _env(FLANNEL_TARBALL=str(asset), FLANNEL_ASSET="tarball", FLANNEL_LOCAL=str(asset))
+    assert (cfg.flannel.asset, cfg.fetch.local) == ("tarball", asset)
+
+
+def test_flannel_tarball_beside_the_binary_kind_names_who_asked_for_it(tmp_path):
+    asset = tmp_path / "flannel.tar.gz"
+    asset.write_bytes(b"x")
+    env = {"FLANNEL_TARBALL": str(asset)}
+    with pytest.raises(ConfigError, match="but FLANNEL_ASSET=binary asks for the bare binary"):
+        config.loads(None, "env", tmp_path, env={**env, "FLANNEL_ASSET": "binary"})
+    with pytest.raises(ConfigError, match="but --asset binary asks for the bare binary"):
+        config.loads(None, "env", tmp_path, env=env, overrides={"flannel.asset": "binary"})
+    # the flag outranks the variable: --asset tarball settles it
+    cfg = config.loads(
+        None,
+        "env",
+        tmp_path,
+        env={**env, "FLANNEL_ASSET": "binary"},
+        overrides={"flannel.asset": "tarball"},
+    )
+    assert cfg.flannel.asset == "tarball"
+
+
+def test_an_existing_local_source_is_taken(tmp_path):
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "node.toml").write_text('[fetch]\nlocal = "assets"\n')
+    assert config.load(tmp_path / "node.toml", env={}).fetch.local == tmp_path / "assets"
+
+
+@pytest.mark.parametrize("release", ["1-2", "", "1 2", "rc/1"])
+def test_an_rpm_release_rpm_cannot_take_is_refused(tmp_path, release):
+    with pytest.raises(ConfigError, match=r"rpm\.release: .* letters, digits and \. _ \+ ~ \^"):
+        config.loads(f'[rpm]\nrelease = "{release}"\n', "node.toml", tmp_path, env={})
+
+
+def test_an_rpm_release_with_rpms_own_separators_is_taken(tmp_path):
+    cfg = config.loads('[rpm]\nrelease = "2.el9_1+git~rc^1"\n', "node.toml", tmp_path, env={})
+    assert cfg.rpm.release == "2.el9_1+git~rc^1"
