@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -268,3 +270,74 @@ def test_an_rpm_release_rpm_cannot_take_is_refused(tmp_path, release):
 def test_an_rpm_release_with_rpms_own_separators_is_taken(tmp_path):
     cfg = config.loads('[rpm]\nrelease = "2.el9_1+git~rc^1"\n', "node.toml", tmp_path, env={})
     assert cfg.rpm.release == "2.el9_1+git~rc^1"
+
+
+@pytest.mark.parametrize(
+    ("version", "arch", "hint"),
+    [
+        ("v0.7.0", "arm", True),  # arm tarballs begin at v0.7.1, its binaries at v0.6.0
+        ("v0.20.0", "riscv64", False),  # riscv64 begins at v0.24.0, either kind
+    ],
+)
+def test_a_missing_tarball_points_to_the_binaries_only_when_they_exist(
+    tmp_path, version, arch, hint
+):
+    text = f'[flannel]\nversion = "{version}"\nasset = "tarball"\narches = ["{arch}"]\n'
+    with pytest.raises(ConfigError) as exc:
+        config.loads(text, "node.toml", tmp_path, env={})
+    assert f"flannel {version} publishes no tarball for {arch}" in str(exc.value)
+    assert ('its bare binaries are: asset = "binary"' in str(exc.value)) is hint
+
+
+def test_a_missing_binary_has_no_hint(tmp_path):
+    text = '[flannel]\nversion = "v0.20.0"\narches = ["riscv64"]\n'
+    with pytest.raises(ConfigError) as exc:
+        config.loads(text, "node.toml", tmp_path, env={})
+    assert "flannel v0.20.0 publishes no binary for riscv64" in str(exc.value)
+    assert "bare binaries" not in str(exc.value)
+
+
+def test_flannel_local_and_flannel_tarball_must_name_the_same_file(tmp_path):
+    for name in ("a.tar.gz", "b.tar.gz"):
+        (tmp_path / name).write_bytes(b"x")
+    a, b = str(tmp_path / "a.tar.gz"), str(tmp_path / "b.tar.gz")
+    same = "".join([a])  # equal, not the same object
+    assert _env(FLANNEL_TARBALL=a, FLANNEL_LOCAL=same).fetch.local == Path(a)
+    assert _env(FLANNEL_TARBALL=a, FLANNEL_LOCAL="").fetch.local == Path(a)  # empty: unset
+    for local, tarball in ((a, b), (b, a)):
+        with pytest.raises(ConfigError, match="name different local sources; set one of them"):
+            _env(FLANNEL_TARBALL=tarball, FLANNEL_LOCAL=local)
+
+
+@pytest.mark.parametrize("name", ["eth 0", "eth0'", 'eth"0', "$IFACE", "eth%0", "eth\\d", ""])
+def test_an_iface_no_shell_or_flanneld_takes_is_refused(tmp_path, name):
+    with pytest.raises(ConfigError, match=r"flanneld\.iface: .* is not an interface name"):
+        config.loads(f"[flanneld]\niface = [{json.dumps(name)}]\n", "node.toml", tmp_path, env={})
+
+
+def test_interface_names_addresses_and_regexes_are_taken(tmp_path):
+    text = '[flanneld]\niface = ["eth0", "10.0.0.7", "^en[a-z0-9]+"]\npublic_ip = "10.0.0.7"\n'
+    cfg = config.loads(text, "node.toml", tmp_path, env={})
+    assert cfg.flanneld.iface == ["eth0", "10.0.0.7", "^en[a-z0-9]+"]
+    assert cfg.flanneld.public_ip == "10.0.0.7"
+
+
+@pytest.mark.parametrize("cidr", ["10.96.0.0/255.240.0.0", "10.96.0.0/", "10.96.0.0/+12"])
+def test_a_cidr_takes_a_prefix_length_not_a_netmask(tmp_path, cidr):
+    with pytest.raises(ConfigError, match=re.escape(f"'{cidr}' is not a CIDR like 10.96.0.0/12")):
+        config.loads(f'[cluster]\nservice_cidrs = ["{cidr}"]\n', "node.toml", tmp_path, env={})
+
+
+def test_an_empty_optional_setting_is_unset(tmp_path):
+    text = '[repo]\nbaseurl = ""\ngpg_key = ""\n[cluster]\ndocker_bridge = ""\n'
+    cfg = config.loads(text, "node.toml", tmp_path, env={})
+    assert (cfg.repo.baseurl, cfg.repo.gpg_key, cfg.cluster.docker_bridge) == (None, None, None)
+
+
+def test_the_cache_dir_setting_then_xdg_then_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert _env().cache_dir == tmp_path / "home" / ".cache" / "flannelnode"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _env().cache_dir == tmp_path / "xdg" / "flannelnode"
+    assert _env(FLANNELNODE_CACHE=str(tmp_path / "mine")).cache_dir == tmp_path / "mine"
