@@ -341,3 +341,108 @@ def test_the_cache_dir_setting_then_xdg_then_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert _env().cache_dir == tmp_path / "xdg" / "flannelnode"
     assert _env(FLANNELNODE_CACHE=str(tmp_path / "mine")).cache_dir == tmp_path / "mine"
+
+
+def _word(text: str) -> str:
+    """text equal to a literal but not the same object, as a parsed config's strings are."""
+    return "".join(list(text))
+
+
+def test_a_flag_or_variable_asking_for_the_binary_is_read_by_value(tmp_path):
+    (tmp_path / "f.tar.gz").write_bytes(b"x")
+    env = {"FLANNEL_TARBALL": str(tmp_path / "f.tar.gz")}
+    with pytest.raises(ConfigError, match="but FLANNEL_ASSET=binary asks"):
+        _env(**env, FLANNEL_ASSET=_word("binary"))
+    with pytest.raises(ConfigError, match="but --asset binary asks"):
+        config.loads(None, "env", tmp_path, env=env, overrides={"flannel.asset": _word("binary")})
+
+
+def test_a_label_names_the_flag_by_its_key_or_section(tmp_path):
+    labels = {_word("fetch.retries"): "--retries", "images": "--image-flag"}
+    with pytest.raises(ConfigError, match=r"fetch\.retries: .*\(from --retries\)"):
+        config.loads(None, "x", tmp_path, env={}, overrides={"fetch.retries": -1}, labels=labels)
+    with pytest.raises(ConfigError, match=r"images\.base: .*\(from --image-flag\)"):
+        config.loads(None, "x", tmp_path, env={}, overrides={"images.base": "x"}, labels=labels)
+    with pytest.raises(ConfigError, match=r"fetch\.timeout: .*\(from command line\)"):
+        config.loads(None, "x", tmp_path, env={}, overrides={"fetch.timeout": -1}, labels=labels)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("[fetch]\nbackoff = 60\n", True),
+        ("[fetch]\nbackoff = 60.5\n", False),
+        ("[fetch]\nbackoff = 0\n", True),
+        ("[repo]\nkeep = 100\n", True),
+        ("[repo]\nkeep = 101\n", False),
+        ("[repo]\nkeep = 1\n", True),
+        ("[repo]\nkeep = 0\n", False),
+    ],
+)
+def test_documented_ranges_are_inclusive(tmp_path, text, ok):
+    # node.toml: backoff 0 to 60 seconds, repo.keep 1 to 100 releases
+    if ok:
+        config.loads(text, "node.toml", tmp_path, env={})
+    else:
+        with pytest.raises(ConfigError, match="is out of range; use"):
+            config.loads(text, "node.toml", tmp_path, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[fetch]\nretries = true\n", "fetch.retries: must be an integer, not a boolean"),
+        ("[repo]\nkeep = false\n", "repo.keep: must be an integer, not a boolean"),
+        ("[fetch]\ncache_dir = 5\n", "fetch.cache_dir: must be a path string, not int"),
+        ('[flanneld]\npublic_ip = "10.0.0"\n', "flanneld.public_ip: '10.0.0' is not an IP address"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_names_the_field(tmp_path, text, message):
+    with pytest.raises(ConfigError) as exc:
+        config.loads(text, "node.toml", tmp_path, env={})
+    assert message in str(exc.value)
+
+
+def test_a_backoff_from_the_environment_must_be_a_number():
+    with pytest.raises(
+        ConfigError, match="environment variable FLANNELNODE_BACKOFF: 'soon' is not"
+    ):
+        _env(FLANNELNODE_BACKOFF="soon")
+    assert _env(FLANNELNODE_BACKOFF="2.5").fetch.backoff == 2.5
+
+
+def test_a_config_path_that_is_a_directory_cannot_be_read(tmp_path):
+    with pytest.raises(ConfigError, match=f"{tmp_path}: cannot read: Is a directory"):
+        config.load(tmp_path, env={})
+
+
+def test_only_the_problem_is_reported_not_what_defaults_would_make_of_the_rest(tmp_path):
+    # v0.7.0 has no arm64 tarball: the default arches would add an error the user did not make
+    text = '[flannel]\nversion = "v0.7.0"\nasset = "tarball"\narches = ["sparc"]\n'
+    with pytest.raises(ConfigError) as exc:
+        config.loads(text, "node.toml", tmp_path, env={})
+    assert "unknown arch 'sparc'" in str(exc.value)
+    assert "publishes no" not in str(exc.value)
+
+
+def test_where_a_config_came_from_is_not_a_setting(tmp_path):
+    text = '[flannel]\nversion = "v0.26.3"\n'
+    assert config.loads(text, "a.toml", tmp_path, env={}) == config.loads(
+        text, "b.toml", tmp_path, env={}
+    )
+
+
+SECTIONS = ["flannel", "fetch", "etcd", "install", "flanneld", "rpm", "repo", "cluster", "images"]
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_a_validated_config_cannot_be_changed_behind_the_checks(section):
+    import dataclasses
+
+    cfg = config.Config()
+    part = getattr(cfg, section)
+    name = dataclasses.fields(part)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(part, name, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.source = "elsewhere"  # type: ignore[misc]
