@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import tarfile
 from pathlib import Path
 
@@ -121,9 +122,9 @@ def test_the_root_directory_entry_is_skipped_once() -> None:
         _checked(_info(".", tarfile.DIRTYPE), "o", seen)
 
 
-@pytest.mark.parametrize("name", ["bin", "flanneld"])
+@pytest.mark.parametrize("name", ["bin", "flanneld", "+x"])  # "+" sorts before "."
 def test_any_other_directory_is_refused(name: str) -> None:
-    with pytest.raises(IntegrityError, match=f"refusing member '{name}': not a regular file"):
+    with pytest.raises(IntegrityError, match=re.escape(f"member '{name}': not a regular file")):
         _checked(_info(name, tarfile.DIRTYPE), "o", set())
 
 
