@@ -63,24 +63,36 @@ def test_one_read_may_take_4_mib_and_no_more() -> None:
     assert len(r.read(READ_LIMIT)) == READ_LIMIT
 
 
-def test_a_stream_may_hold_4096_header_blocks_and_no_more() -> None:
+@pytest.mark.parametrize("size", [512, 100, 1], ids=["block", "part", "byte"])
+def test_a_stream_may_hold_4096_header_blocks_and_no_more(size: int) -> None:
+    size = int(str(size))  # a size tarfile computed, not the constant
     r = _reader(bytes((HEADER_BLOCKS + 2) * tarfile.BLOCKSIZE))
     for _ in range(HEADER_BLOCKS):
-        r.read(tarfile.BLOCKSIZE)
+        r.read(size)
     r.read(tarfile.BLOCKSIZE + 1)  # a body chunk, not a header: not counted
+    assert r.seek(r.tell()) == r.tell()  # a seek to where it is reads nothing, counts nothing
     with pytest.raises(IntegrityError, match=r"^the-asset: refusing the archive: too many headers"):
-        r.read(tarfile.BLOCKSIZE)
+        r.read(size)
 
 
 def test_the_stream_may_inflate_to_769_mib_and_no_more() -> None:
     r = _Inflated(Zeros(), "the-asset")  # type: ignore[arg-type]
-    while r.tell() < INFLATED_LIMIT:
-        r.read(min(READ_LIMIT, INFLATED_LIMIT - r.tell()))
-    assert r.tell() == INFLATED_LIMIT
+    while r.tell() < INFLATED_LIMIT - 1:
+        r.read(min(READ_LIMIT, INFLATED_LIMIT - 1 - r.tell()))
     with pytest.raises(
         IntegrityError, match=r"^the-asset: refusing the archive: it inflates to more than 769 MiB"
     ):
+        r.read(2)  # one byte over, from a position with its low bits set
+    r.read(1)
+    assert r.tell() == INFLATED_LIMIT
+    with pytest.raises(IntegrityError, match="inflates to more than 769 MiB"):
         r.read(1)
+
+
+def test_an_empty_read_is_no_refusal() -> None:
+    r = _reader(b"abc")
+    assert r.read(0) == b""
+    assert r.tell() == 0
 
 
 def test_a_forward_seek_skips_by_reading() -> None:

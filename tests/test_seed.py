@@ -339,6 +339,11 @@ def test_unreachable_cluster_gives_up_at_the_deadline(etcd: EtcdCluster, prefix:
         (("--config-json", "[]"), "must be a non-empty JSON object"),
         (("--flannel-version", "latest"), "flannel version 'latest' is not like v0.17.0"),
         (("--prefix", "coreos.com/network"), "must start with /"),
+        (("--endpoints", "https://127.0.0.1:0"), "port 0 is not a port; use 1 to 65535"),
+        (("--endpoints", "https://127.0.0.1:23\t79"), "contains whitespace or a control"),
+        (("--endpoints", "ftp://127.0.0.1"), "is not an http:// or https:// URL with a host"),
+        (("--endpoints", "https://[::1:2379"), "is not a valid URL"),
+        (("--endpoints", " , "), "no etcd endpoints given"),
     ],
 )
 def test_bad_input_exits_2(

@@ -519,3 +519,12 @@ def test_generator_fails_closed_on_a_malformed_flavour_file(
     assert "ExecStartPre=/bin/sh -c" in dropin and "flannelnode" in dropin
     _stub(root, "/bin/false")
     assert_clean(verify(root, "docker.service"))
+
+
+def test_flannels_licence_ships_beside_its_binary():
+    # flanneld is Apache-2.0: the licence goes where Fedora puts %license files
+    (licence,) = units.licenses()
+    assert licence.path == "/usr/share/licenses/flannel-node/flannel-LICENSE"
+    assert licence.mode == 0o644
+    text = licence.content.decode()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
