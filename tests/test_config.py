@@ -377,10 +377,15 @@ def test_a_label_names_the_flag_by_its_key_or_section(tmp_path):
         ("[repo]\nkeep = 101\n", False),
         ("[repo]\nkeep = 1\n", True),
         ("[repo]\nkeep = 0\n", False),
+        ("[fetch]\nbackoff = -0.5\n", False),
+        ("[fetch]\ntimeout = 600\n", True),
+        ("[fetch]\ntimeout = 600.5\n", False),
+        ("[fetch]\ntimeout = 0.1\n", True),
+        ("[fetch]\ntimeout = 0\n", False),
     ],
 )
 def test_documented_ranges_are_inclusive(tmp_path, text, ok):
-    # node.toml: backoff 0 to 60 seconds, repo.keep 1 to 100 releases
+    # node.toml: backoff 0 to 60 seconds, timeout 0.1 to 600, repo.keep 1 to 100 releases
     if ok:
         config.loads(text, "node.toml", tmp_path, env={})
     else:
@@ -446,3 +451,12 @@ def test_a_validated_config_cannot_be_changed_behind_the_checks(section):
         setattr(part, name, None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.source = "elsewhere"  # type: ignore[misc]
+
+
+def test_rpm_release_from_the_environment_is_one_word():
+    assert _env(RPM_RELEASE="2.el9").rpm.release == "2.el9"
+
+
+def test_repo_paths_are_relative_to_the_file_without_a_fetch_table(tmp_path):
+    cfg = config.loads('[repo]\npassphrase_file = "pass.txt"\n', "node.toml", tmp_path, env={})
+    assert cfg.repo.passphrase_file == tmp_path / "pass.txt"
