@@ -278,3 +278,23 @@ def test_seed_iso_creates_the_folders_of_its_output(project, certs, tmp_path):
     res = project.run("seed-iso", "-o", str(out))
     assert res.rc == 0, res.err
     assert out.is_file()
+
+
+def test_userdata_writes_flanneld_options_and_the_network_config_with_its_secrets(tmp_path):
+    # a prefix that sorts after /usr, where the systemd units are: only the two files still
+    from flannelnode.userdata import config_files
+
+    text = (
+        '[install]\nprefix = "/var/lib/kube"\n'
+        '[network]\nNetwork = "10.244.0.0/16"\n'
+        '[network.Backend]\nType = "ipsec"\nPSK = "' + "7" * 96 + '"\n'
+    )
+    cfg = config.loads(text, "node.toml", tmp_path, env={})
+    files = config_files(cfg)
+    assert [f.path for f in files] == [
+        "/var/lib/kube/cfg/flanneld",
+        "/var/lib/kube/cfg/net-conf.json",
+    ]
+    net_conf = files[1]
+    assert "7" * 96 in net_conf.content.decode()  # the real key: user-data is the node's own copy
+    assert net_conf.mode == 0o600
