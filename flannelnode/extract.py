@@ -45,6 +45,15 @@ def check_elf(path: Path, arch: str, origin: str) -> None:
     if len(head) < 20 or head[:4] != _ELF_MAGIC:
         raise IntegrityError(f"{origin}: flanneld is not an ELF executable (header {head[:4]!r})")
     elf_class, elf_data = head[4], head[5]
+    for value, names, field in (
+        (elf_class, _ELF_CLASS, "class"),
+        (elf_data, _ELF_DATA, "byte order"),
+    ):
+        if value not in names:
+            raise IntegrityError(
+                f"{origin}: flanneld's ELF header has an invalid {field} ({value}); the file is "
+                "damaged or no executable"
+            )
     order = "little" if elf_data == 1 else "big"
     e_type = int.from_bytes(head[16:18], order)
     e_machine = int.from_bytes(head[18:20], order)
@@ -54,7 +63,7 @@ def check_elf(path: Path, arch: str, origin: str) -> None:
         raise IntegrityError(
             f"{origin}: flanneld is built for "
             f"{found[0] if found else f'e_machine {e_machine}'} "
-            f"({_ELF_CLASS.get(elf_class, '?')}, {_ELF_DATA.get(elf_data, '?')}), "
+            f"({_ELF_CLASS[elf_class]}, {_ELF_DATA[elf_data]}), "
             f"not {arch}; the asset is mislabelled or was swapped"
         )
     if e_type not in (_ELF_TYPE_EXEC, _ELF_TYPE_DYN):

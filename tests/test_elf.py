@@ -90,3 +90,30 @@ def test_an_unknown_machine_is_named_by_number(tmp_path: Path) -> None:
     binary.write_bytes(bytes(head) + bytes(64))
     with pytest.raises(IntegrityError, match="built for e_machine 3 \\(64-bit, little-endian\\)"):
         check_elf(binary, "amd64", "test")
+
+
+@pytest.mark.parametrize(("offset", "field"), [(4, "class"), (5, "byte order")])
+@pytest.mark.parametrize("value", [0, 3])
+def test_an_invalid_class_or_byte_order_is_named(
+    tmp_path: Path, offset: int, field: str, value: int
+) -> None:
+    # the ELF specification: EI_CLASS 1 or 2, EI_DATA 1 or 2; 0 is ELFCLASSNONE / ELFDATANONE
+    head = bytearray(REAL_HEADERS["amd64"])
+    head[offset] = value
+    binary = tmp_path / "flanneld"
+    binary.write_bytes(bytes(head) + bytes(64))
+    with pytest.raises(
+        IntegrityError, match=f"^test: flanneld's ELF header has an invalid {field}"
+    ):
+        check_elf(binary, "amd64", "test")
+
+
+@pytest.mark.parametrize("size", [19, 4])
+def test_a_header_cut_short_is_no_elf_and_shows_its_first_bytes(tmp_path: Path, size: int) -> None:
+    binary = tmp_path / "flanneld"
+    binary.write_bytes(REAL_HEADERS["amd64"][:size])
+    with pytest.raises(IntegrityError, match=r"not an ELF executable \(header b'\\x7fELF'\)$"):
+        check_elf(binary, "amd64", "test")
+    binary.write_bytes(b"MZ\x90\x00\x03" + bytes(60))  # a Windows executable
+    with pytest.raises(IntegrityError, match=r"\(header b'MZ\\x90\\x00'\)$"):
+        check_elf(binary, "amd64", "test")
