@@ -255,22 +255,31 @@ def test_a_stop_ends_a_transfer_at_its_next_read(serve, tmp_path):
     assert 0 < (tmp_path / "part").stat().st_size < len(BODY) * 192
 
 
-def test_the_backoff_doubles_from_the_first_wait_and_is_capped(serve, tmp_path, monkeypatch):
+@pytest.mark.parametrize("jitter", ["low", "high"])
+def test_the_backoff_doubles_from_the_first_wait_and_is_capped(
+    serve, tmp_path, monkeypatch, jitter
+):
     waits: list[float] = []
+    asked: list[tuple[float, float]] = []
 
     class Clock(threading.Event):
         def wait(self, timeout: float | None = None) -> bool:
             waits.append(timeout or 0.0)
             return False
 
+    def uniform(low: float, high: float) -> float:
+        asked.append((low, high))
+        return low if jitter == "low" else high
+
+    monkeypatch.setattr(dl.random, "uniform", uniform)
     s = serve(Answer(500))
     with dl.session() as http, pytest.raises(FetchError):
         dl.download(
             s.url, tmp_path / "p", http=http, timeout=5, retries=4, backoff=10, stop=Clock()
         )
     # backoff * 2**(attempt - 1), capped at 30 s, times a jitter in [0.5, 1]
-    for wait, cap in zip(waits, [10, 20, 30, 30], strict=True):
-        assert cap / 2 <= wait <= cap
+    assert set(asked) == {(0.5, 1.0)}
+    assert waits == ([5, 10, 15, 15] if jitter == "low" else [10, 20, 30, 30])
 
 
 def test_a_body_without_a_length_is_read_to_the_close(serve, tmp_path):
