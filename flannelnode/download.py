@@ -51,7 +51,7 @@ def download(
     http: requests.Session,
     timeout: float,
     retries: int,
-    backoff: float = 0.5,
+    backoff: float,
     progress: Progress | None = None,
     log: Callable[[str], None] = lambda msg: None,
     stop: threading.Event | None = None,

@@ -299,7 +299,7 @@ def test_flannel_local_and_flannel_tarball_must_name_the_same_file(tmp_path):
     for name in ("a.tar.gz", "b.tar.gz"):
         (tmp_path / name).write_bytes(b"x")
     a, b = str(tmp_path / "a.tar.gz"), str(tmp_path / "b.tar.gz")
-    same = "".join([a])  # equal, not the same object
+    same = _word(a)  # equal, not the same object ("".join of one string hands it back)
     assert _env(FLANNEL_TARBALL=a, FLANNEL_LOCAL=same).fetch.local == Path(a)
     assert _env(FLANNEL_TARBALL=a, FLANNEL_LOCAL="").fetch.local == Path(a)  # empty: unset
     for local, tarball in ((a, b), (b, a)):
@@ -472,3 +472,27 @@ def test_rpm_release_from_the_environment_is_one_word():
 def test_repo_paths_are_relative_to_the_file_without_a_fetch_table(tmp_path):
     cfg = config.loads('[repo]\npassphrase_file = "pass.txt"\n', "node.toml", tmp_path, env={})
     assert cfg.repo.passphrase_file == tmp_path / "pass.txt"
+
+
+def test_list_variables_split_on_commas_and_a_key_id_does_not():
+    cfg = _env(FLANNEL_ARCHES="arm64, amd64", FLANNELNODE_GPG_KEY="Ops, Inc <ops@example.com>")
+    assert cfg.flannel.arches == ["arm64", "amd64"]
+    assert cfg.repo.gpg_key == "Ops, Inc <ops@example.com>"
+
+
+def test_etcd_endpoints_may_not_carry_credentials(tmp_path):
+    text = '[etcd]\nendpoints = ["https://flannel:s3cr3tpw@10.0.0.1:2379"]\n'
+    message = _refused(text, tmp_path)
+    assert "etcd.endpoints" in message and "s3cr3tpw" not in message
+
+
+def test_the_oldest_release_flannelnode_can_name_is_taken(tmp_path):
+    text = '[flannel]\nversion = "v0.6.0"\narches = ["amd64"]\n'
+    assert config.loads(text, "node.toml", tmp_path, env={}).flannel.version == "v0.6.0"
+
+
+def test_the_tarball_hint_reads_the_kind_by_value(tmp_path):
+    # the kind given as a flag: a literal here, the very object config.py compares with
+    cfg = {"flannel.asset": "tarball", "flannel.version": "v0.7.0", "flannel.arches": ["arm"]}
+    with pytest.raises(ConfigError, match='its bare binaries are: asset = "binary"'):
+        config.loads(None, "x", tmp_path, env={}, overrides=cfg)

@@ -152,7 +152,7 @@ def test_5xx_and_429_are_retried_with_the_attempt_and_the_reason(serve, tmp_path
     )
 
 
-@pytest.mark.parametrize("status", [404, 403, 401, 410])
+@pytest.mark.parametrize("status", [404, 403, 401, 410, 499])
 def test_other_4xx_are_not_retried(serve, tmp_path, status):
     s = serve(Answer(status))
     with pytest.raises(FetchError, match=f"^{re.escape(s.url)}: HTTP {status}") as exc:
@@ -288,3 +288,13 @@ def test_a_body_without_a_length_is_read_to_the_close(serve, tmp_path):
     _get(s.url, tmp_path / "part", progress=lambda got, total: seen.append((got, total)))
     assert (tmp_path / "part").read_bytes() == BODY
     assert seen[-1] == (len(BODY), None)
+
+
+def test_importing_the_module_does_not_import_requests():
+    # a verified cache hit never downloads: it must not pay for importing requests (~100 ms)
+    import subprocess
+    import sys
+
+    code = "import sys, flannelnode.download; print('requests' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -369,3 +369,16 @@ def test_a_secret_named_key_outside_the_backend_is_hidden_too() -> None:
         "Backend": {"Type": "vxlan", "Extra": [{"SecretKey": netconf.SECRET_PLACEHOLDER}]},
     }
     assert network["Aux"]["PSK"] == "from-the-wrong-table"  # the config itself is untouched
+
+
+def test_a_table_named_like_a_secret_outside_the_backend_is_hidden_whole() -> None:
+    # on either side of "Backend" in flannel's key order: only the backend's own table is a backend
+    network = {
+        "Network": "10.0.0.0/8",
+        "APIKey": {"id": "a1"},
+        "SecretStore": {"path": "/vault/flannel"},
+        "Backend": {"Type": "vxlan"},
+    }
+    public, paths = hidden(network)
+    assert sorted(paths) == ["APIKey", "SecretStore"]
+    assert public["APIKey"] == public["SecretStore"] == netconf.SECRET_PLACEHOLDER
