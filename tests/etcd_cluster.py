@@ -66,29 +66,35 @@ class Certs:
     other_key: Path
     expired_cert: Path  # signed by `ca`, expired in 2001
     expired_key: Path
+    future_cert: Path  # signed by `ca`, valid from 2990
+    future_key: Path
 
 
 class _OpenSSL(OpenSSL):
-    """verify/pki.py's certificate maker, plus an expired client certificate."""
+    """verify/pki.py's certificate maker, plus client certificates valid at other times."""
 
     def __init__(self, directory: Path) -> None:
         require_tool("openssl")
         super().__init__(directory)
 
-    def expired_leaf(self, name: str, ca: str, extensions: str) -> tuple[Path, Path]:
-        """`openssl x509 -req` cannot backdate; `openssl ca` can, given a minimal CA database."""
+    def dated_leaf(
+        self, name: str, ca: str, extensions: str, start: str, end: str
+    ) -> tuple[Path, Path]:
+        """`openssl x509 -req` cannot set the dates; `openssl ca` can, given a minimal CA
+        database. start, end: YYYYMMDDHHMMSSZ."""
         self.key(name)
         (self.dir / f"{name}.ext").write_text(extensions)
         self.run(
             "req", "-new", "-key", f"{name}-key.pem", "-out", f"{name}.csr", "-subj", f"/CN={name}"
         )
-        (self.dir / "index.txt").write_text("")
-        (self.dir / "ca.cnf").write_text(
-            "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\n"
-            "serial = ca-db.srl\ndefault_md = sha256\npolicy = anything\n"
-            "[anything]\ncommonName = supplied\n"
-        )
-        (self.dir / "ca-db.srl").write_text("1000\n")
+        if not (self.dir / "ca.cnf").exists():  # one database: each leaf its own serial
+            (self.dir / "index.txt").write_text("")
+            (self.dir / "ca.cnf").write_text(
+                "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\n"
+                "serial = ca-db.srl\ndefault_md = sha256\npolicy = anything\n"
+                "[anything]\ncommonName = supplied\n"
+            )
+            (self.dir / "ca-db.srl").write_text("1000\n")
         self.run(
             "ca",
             "-batch",
@@ -104,9 +110,9 @@ class _OpenSSL(OpenSSL):
             f"{name}.pem",
             "-notext",
             "-startdate",
-            "20000101000000Z",
+            start,
             "-enddate",
-            "20010101000000Z",
+            end,
             "-extfile",
             f"{name}.ext",
         )
@@ -131,9 +137,20 @@ def make_certs(directory: Path, extra_ips: Sequence[str] = ()) -> Certs:
     )
     client = tool.leaf("client", "ca", client_ext)
     other = tool.leaf("other-client", "other-ca", client_ext)
-    expired = tool.expired_leaf("expired-client", "ca", client_ext)
+    expired = tool.dated_leaf(
+        "expired-client", "ca", client_ext, "20000101000000Z", "20010101000000Z"
+    )
+    future = tool.dated_leaf(
+        "future-client", "ca", client_ext, "29900101000000Z", "29910101000000Z"
+    )
     return Certs(
-        directory / "ca.pem", *client, *server, directory / "other-ca.pem", *other, *expired
+        directory / "ca.pem",
+        *client,
+        *server,
+        directory / "other-ca.pem",
+        *other,
+        *expired,
+        *future,
     )
 
 

@@ -312,6 +312,13 @@ def test_expired_or_mismatched_client_cert_is_bad_input(etcd: EtcdCluster, prefi
         in one_line_error(expired)
     )
 
+    future = seed(etcd, prefix, NET_A, cert=etcd.certs.future_cert, key=etcd.certs.future_key)
+    assert future.returncode == 2
+    assert (
+        f"client certificate {etcd.certs.future_cert} is not valid before Jan  1 00:00:00 2990 "
+        "GMT (is the clock right?)" in one_line_error(future)
+    )
+
     mismatched = seed(etcd, prefix, NET_A, key=etcd.certs.other_key)
     assert mismatched.returncode == 2
     assert "the key does not belong to the certificate" in one_line_error(mismatched)
@@ -490,7 +497,6 @@ class _ForgetfulEtcd:
 
     def __init__(self, shown: str | None) -> None:
         import http.server
-        import threading
 
         stub = self
 
@@ -531,13 +537,25 @@ class _ForgetfulEtcd:
 
         self.shown = shown
         self.paths: list[str] = []
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _serve(Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _serve(handler: type, tls: ssl.SSLContext | None = None):
+    """An HTTP(S) server on 127.0.0.1 for a stub, serving in a thread."""
+    import http.server
+    import threading
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    return httpd
 
 
 @pytest.mark.parametrize("api", ["v3", "v2"])
@@ -588,3 +606,99 @@ def test_the_seeder_stays_python_3_6() -> None:
 
     ast.parse(SCRIPT.read_text(), feature_version=(3, 6))
     assert "from __future__ import annotations" not in SCRIPT.read_text()
+
+
+# -- what etcd (or what stands in its place) may answer
+
+
+def _seed_at(url: str, *extra: str, certs=None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, str(SCRIPT), "--endpoints", url, "--config-json", json.dumps(NET_A)]
+    if certs is not None:
+        cmd += ["--cacert", str(certs.ca), "--cert", str(certs.cert), "--key", str(certs.key)]
+    return subprocess.run(
+        [*cmd, "--api", "v3", *extra], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_an_http_500_is_worth_waiting_for_and_its_text_is_kept_short() -> None:
+    """etcd answers 500 with no leader or while stopping: the seeder waits and tries again until
+    its deadline, and quotes what the member said (the first 200 characters of a non-JSON body)."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = ("etcdserver: no leader " + "x" * 300).encode()
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = _serve(Handler)
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        started = time.monotonic()
+        result = _seed_at(url, "--deadline", "2")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - started >= 2  # retried until the deadline
+    message = one_line_error(result)
+    said = "etcdserver: no leader " + "x" * 178  # 200 characters
+    assert f"last error: {url}: HTTP 500: {said}" in message
+    assert said + "x" not in message
+
+
+def test_a_tls_handshake_with_no_common_cipher_is_named(etcd: EtcdCluster) -> None:
+    """A server the seeder shares no cipher with alerts at once: a failure worth a clear line,
+    not a retry until the deadline."""
+    import http.server
+
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(etcd.certs.server_cert, etcd.certs.server_key)
+    tls.maximum_version = ssl.TLSVersion.TLSv1_2
+    tls.set_ciphers("AES128-SHA256")  # RSA key exchange: Python's clients offer only (EC)DHE
+
+    httpd = _serve(http.server.BaseHTTPRequestHandler, tls)
+    url = f"https://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        started = time.monotonic()
+        result = _seed_at(url, "--deadline", "30", certs=etcd.certs)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - started < 15  # no waiting out the deadline
+    assert f"the TLS handshake with {url} failed: " in one_line_error(result)
+    assert "HANDSHAKE_FAILURE" in one_line_error(result)
+
+
+def test_a_placeholder_anywhere_is_refused_with_its_path(etcd: EtcdCluster, prefix: str) -> None:
+    from flannelnode.netfields import SECRET_PLACEHOLDER
+
+    net = {"Network": "10.6.0.0/16", "Backend": {"Type": "vxlan", "Extra": [1, SECRET_PLACEHOLDER]}}
+    result = seed(etcd, prefix, net)
+    assert result.returncode == 2
+    assert "Backend.Extra[1] holds a placeholder, not the secret" in one_line_error(result)
+
+
+def test_keys_are_ordered_as_flannel_folds_them(etcd: EtcdCluster, prefix: str) -> None:
+    # Go's encoding/json folds the Kelvin sign (U+212A) like K: "\u212aind" sorts as KIND
+    seed(etcd, prefix, '{"Network": "10.7.0.0/16", "Lambda": 1, "\u212aind": 2}')
+    assert raw_v3(etcd, f"{prefix}/config") == (
+        b'{\n  "\\u212aind": 2,\n  "Lambda": 1,\n  "Network": "10.7.0.0/16"\n}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--deadline", "soon"), ("--deadline", "0"), ("--timeout", "-5")]
+)
+def test_a_duration_that_is_not_positive_is_refused(flag: str, value: str) -> None:
+    result = _seed_at("https://127.0.0.1:2379", flag, value)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"argument {flag}: {value!r} is not a positive number of seconds" in last
