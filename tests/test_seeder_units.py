@@ -1,0 +1,427 @@
+"""The node seeder's pure parts, without etcd: endpoints, the one rendering, placeholders, the
+flannel-version switch, TLS failure classes, converge() over an in-memory store, the command
+line. tests/test_seed.py runs the whole seeder against a real 3-member TLS etcd."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import ssl
+
+import pytest
+
+from .conftest import REPO
+
+SCRIPT = REPO / "scripts" / "flannel-seed-etcd"
+_loader = importlib.machinery.SourceFileLoader("flannel_seed_etcd", str(SCRIPT))
+seeder = importlib.util.module_from_spec(importlib.util.spec_from_loader(_loader.name, _loader))
+_loader.exec_module(seeder)
+
+PLACEHOLDER = "<secret: delivered only by the cloud-init user-data (build.py userdata)>"
+
+
+def test_endpoints_keep_their_order_and_default_to_etcds_port() -> None:
+    assert seeder.parse_endpoints(" https://a:2380/, ,http://[::1]:4001,https://b") == [
+        ("https://a:2380", "https", "a", 2380),
+        ("http://[::1]:4001", "http", "::1", 4001),
+        ("https://b", "https", "b", 2379),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("https://a:0", "endpoint 'https://a:0': port 0 is not a port; use 1 to 65535"),
+        ("https://a:70000", "endpoint 'https://a:70000' is not a valid URL"),
+        ("https://a:23\t79", "endpoint 'https://a:23\\t79' contains whitespace or a control"),
+        ("https://a:23\x0079", "contains whitespace or a control character"),
+        ("unix:///run/etcd.sock", "is not an http:// or https:// URL with a host"),
+        ("https://:2379", "is not an http:// or https:// URL with a host"),
+        (" , ", "no etcd endpoints given (--endpoints https://HOST:2379,...)"),
+    ],
+)
+def test_an_endpoint_that_is_not_an_etcd_url_is_bad_input(text: str, complaint: str) -> None:
+    with pytest.raises(seeder.BadInput) as exc:
+        seeder.parse_endpoints(text)
+    assert complaint in str(exc.value)
+    assert exc.value.exit_code == 2
+
+
+def test_the_rendering_sorts_keys_as_flannel_folds_them_and_keeps_numbers_as_written() -> None:
+    text = '{"network": "10.0.0.0/8", "Backend": {"VNI": 1.50, "Type": "vxlan", "X": []}, "E": {}}'
+    assert seeder.canonical(text) == (
+        "{\n"
+        '  "Backend": {\n'
+        '    "Type": "vxlan",\n'
+        '    "VNI": 1.50,\n'
+        '    "X": []\n'
+        "  },\n"
+        '  "E": {},\n'
+        '  "network": "10.0.0.0/8"\n'
+        "}\n"
+    )
+
+
+def test_the_rendering_of_lists_and_escapes() -> None:
+    text = '{"L": [1, "é", {"b": null, "a": true}], "n": 12345678901234567890}'
+    assert seeder.canonical(text) == (
+        "{\n"
+        '  "L": [\n'
+        "    1,\n"
+        '    "\\u00e9",\n'
+        "    {\n"
+        '      "a": true,\n'
+        '      "b": null\n'
+        "    }\n"
+        "  ],\n"
+        '  "n": 12345678901234567890\n'
+        "}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "folded"),
+    [("Network", "NETWORK"), ("\u212aind", "KIND"), ("\u017fubnet", "SUBNET"), ("é", "É")],
+)
+def test_keys_fold_as_gos_encoding_json(key: str, folded: str) -> None:
+    # the Kelvin sign and the long s fold with k and s in Go's unicode.SimpleFold orbits
+    assert seeder.go_fold(key) == folded
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_json_constants_go_does_not_know_are_refused(constant: str) -> None:
+    with pytest.raises(seeder.BadInput, match="is not valid JSON"):
+        seeder.parse_config('{"Network": ' + constant + "}", "net-conf.json")
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("{not json", "net-conf.json is not valid JSON"),
+        ("[]", "net-conf.json must be a non-empty JSON object"),
+        ("{}", "must be a non-empty JSON object"),
+        ('"Network"', "must be a non-empty JSON object"),
+        ("[" * 100_000 + "]" * 100_000, "net-conf.json is nested too deep"),
+    ],
+)
+def test_a_network_config_that_is_no_object_is_bad_input(text: str, complaint: str) -> None:
+    with pytest.raises(seeder.BadInput) as exc:
+        seeder.parse_config(text, "net-conf.json")
+    assert complaint in str(exc.value)
+
+
+def test_every_placeholder_is_named_by_its_path() -> None:
+    config = {
+        "PSK": PLACEHOLDER,
+        "Network": "10.0.0.0/8",
+        "Backend": {"Type": "ipsec", "PSK": PLACEHOLDER, "L": [0, [PLACEHOLDER]]},
+    }
+    with pytest.raises(seeder.BadInput) as exc:
+        seeder.parse_config(json.dumps(config), "net-conf.json")
+    assert str(exc.value).startswith(
+        "net-conf.json: PSK, Backend.PSK, Backend.L[1][0] holds a placeholder, not the secret"
+    )
+
+
+def test_the_placeholder_is_flannelnodes() -> None:
+    from flannelnode.netfields import SECRET_PLACEHOLDER
+
+    assert seeder.SECRET_PLACEHOLDER == PLACEHOLDER == SECRET_PLACEHOLDER
+
+
+@pytest.mark.parametrize(
+    ("version", "api"),
+    [
+        ("v0.17.0", "v2"),
+        ("v0.17.9", "v2"),
+        ("0.9", "v2"),
+        ("v0.18.0", "v3"),
+        ("v0.18", "v3"),
+        (" v0.27.4 ", "v3"),
+        ("v1.0.0-rc1", "v3"),
+        ("v0.26.0+build", "v3"),
+    ],
+)
+def test_flannel_v0_18_moved_to_etcds_v3_api(version: str, api: str) -> None:
+    assert seeder.api_for_version(version) == api
+
+
+@pytest.mark.parametrize("version", ["latest", "v0", "v0.x.1", "0.18 beta", ""])
+def test_a_version_that_is_not_one_is_bad_input(version: str) -> None:
+    with pytest.raises(seeder.BadInput, match=r"flannel version .* is not like v0\.17\.0"):
+        seeder.api_for_version(version)
+
+
+def test_the_key_is_config_under_the_prefix() -> None:
+    assert seeder.config_key("/coreos.com/network") == "/coreos.com/network/config"
+    assert seeder.config_key("/k8s/network//") == "/k8s/network/config"
+    assert seeder.config_key("/") == "/config"
+    with pytest.raises(seeder.BadInput, match="prefix 'k8s/network' must start with /"):
+        seeder.config_key("k8s/network")
+
+
+def test_certificate_times_read_as_the_ssl_module_prints_them() -> None:
+    assert seeder._cert_time("Jan  1 00:00:00 2001 GMT") == (2001, 1, 1, 0, 0, 0)
+    assert seeder._cert_time("Dec 31 23:59:58 2990 GMT") == (2990, 12, 31, 23, 59, 58)
+
+
+def test_cert_and_key_go_together() -> None:
+    with pytest.raises(seeder.BadInput, match="--cert and --key go together"):
+        seeder.tls_context(None, "client.pem", None)
+    with pytest.raises(seeder.BadInput, match="--cert and --key go together"):
+        seeder.tls_context(None, None, "client-key.pem")
+
+
+def test_an_unreadable_ca_is_bad_input(tmp_path) -> None:
+    with pytest.raises(seeder.BadInput, match=f"cannot load the CA certificate {tmp_path}/no.pem"):
+        seeder.tls_context(str(tmp_path / "no.pem"), None, None)
+
+
+def _ssl_error(reason: str, text: str) -> ssl.SSLError:
+    exc = ssl.SSLError(1, text)
+    exc.reason = reason
+    return exc
+
+
+URL = "https://127.0.0.1:2379"
+
+
+@pytest.mark.parametrize(
+    ("exc", "cert", "kind", "said"),
+    [
+        (
+            _ssl_error(
+                "CERTIFICATE_VERIFY_FAILED", "certificate verify failed: certificate has expired"
+            ),
+            None,
+            seeder.SeedError,
+            f"the server certificate of {URL} has expired",
+        ),
+        (
+            ssl.CertificateError("hostname '127.0.0.1' doesn't match 'etcd-0'"),
+            None,
+            seeder.SeedError,
+            f"the server certificate of {URL} is not valid for that address: ",
+        ),
+        (
+            _ssl_error(
+                "CERTIFICATE_VERIFY_FAILED", "certificate verify failed: IP address mismatch"
+            ),
+            None,
+            seeder.SeedError,
+            f"the server certificate of {URL} is not valid for that address",
+        ),
+        (
+            _ssl_error(
+                "CERTIFICATE_VERIFY_FAILED", "certificate verify failed: unable to get local"
+            ),
+            None,
+            seeder.SeedError,
+            f"the CA at ca.pem does not sign the server certificate of {URL}",
+        ),
+        (
+            _ssl_error("TLSV13_ALERT_CERTIFICATE_REQUIRED", "alert certificate required"),
+            None,
+            seeder.SeedError,
+            f"{URL} requires a client certificate: pass --cert and --key",
+        ),
+        (
+            _ssl_error("SSLV3_ALERT_CERTIFICATE_EXPIRED", "alert certificate expired"),
+            "c.pem",
+            seeder.SeedError,
+            f"{URL} rejected the client certificate c.pem: it has expired",
+        ),
+        (
+            _ssl_error("TLSV1_ALERT_UNKNOWN_CA", "alert unknown ca"),
+            "c.pem",
+            seeder.SeedError,
+            "rejected the client certificate c.pem: not signed by a CA the server trusts",
+        ),
+        (
+            _ssl_error("SSLV3_ALERT_HANDSHAKE_FAILURE", "alert handshake failure"),
+            "c.pem",
+            seeder.SeedError,
+            f"the TLS handshake with {URL} failed: SSLV3_ALERT_HANDSHAKE_FAILURE",
+        ),
+        (
+            _ssl_error("UNEXPECTED_EOF_WHILE_READING", "EOF occurred in violation of protocol"),
+            "c.pem",
+            seeder.Transient,
+            "EOF occurred in violation of protocol",
+        ),
+    ],
+    ids=[
+        "server-expired",
+        "hostname",
+        "ip-mismatch",
+        "unknown-ca",
+        "client-cert-required",
+        "client-expired",
+        "client-untrusted",
+        "no-common-cipher",
+        "eof-is-transient",
+    ],
+)
+def test_tls_failures_say_what_to_fix_or_are_tried_again(exc, cert, kind, said) -> None:
+    failure = seeder.tls_failure(exc, URL, "ca.pem" if kind is seeder.SeedError else None, cert)
+    assert type(failure) is kind
+    assert said in str(failure)
+
+
+def test_without_a_ca_the_system_default_is_named() -> None:
+    exc = _ssl_error("CERTIFICATE_VERIFY_FAILED", "certificate verify failed: self-signed")
+    assert "the CA at (system default) does not sign" in str(
+        seeder.tls_failure(exc, URL, None, None)
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (TimeoutError(), "no answer within the request timeout"),
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (
+            FileNotFoundError(2, "No such file or directory", "/x.pem"),
+            "No such file or directory (/x.pem)",
+        ),
+        (OSError(13, "Permission denied"), "Permission denied"),
+        (ValueError("bad"), "bad"),
+        (ValueError(), "ValueError"),
+    ],
+)
+def test_a_reason_is_one_short_phrase(exc: Exception, reason: str) -> None:
+    assert seeder._reason(exc) == reason
+
+
+# -- converge(): put-if-absent, read back, compare-and-swap under --force
+
+
+WANTED = seeder.canonical('{"Network": "10.1.0.0/16"}')
+OTHER = '{"Network": "10.2.0.0/16"}'
+
+
+class Store:
+    """etcd's answers to put-if-absent / compare-and-swap and get, in order."""
+
+    key = "/coreos.com/network/config"
+
+    def __init__(self, puts: list[tuple[bool, str | None, int]], read: str | None = None) -> None:
+        self.puts, self.read = puts, read
+        self.asked: list[int | None] = []  # the revision each put compared with
+
+    def put(self, value: str, revision: int | None) -> tuple[bool, str | None, int]:
+        self.asked.append(revision)
+        written, current, rev = self.puts.pop(0)
+        if written:
+            self.read = value
+        return written, current, rev
+
+    def get(self) -> tuple[str | None, int]:
+        return self.read, 9
+
+
+def test_a_fresh_key_is_written_and_read_back() -> None:
+    store = Store([(True, None, 4)])
+    assert seeder.converge(store, WANTED.rstrip("\n"), WANTED, force=False) == ("written", 4)
+    assert store.asked == [None]
+
+
+def test_the_same_config_in_other_words_is_unchanged() -> None:
+    same = '{ "Network" :\n "10.1.0.0/16" }'  # other spacing: the same rendering
+    store = Store([(False, same, 7)])
+    assert seeder.converge(store, WANTED.rstrip("\n"), WANTED, force=False) == ("unchanged", 7)
+
+
+def test_another_config_is_a_conflict_with_a_diff() -> None:
+    store = Store([(False, OTHER, 7)])
+    with pytest.raises(seeder.Conflict) as exc:
+        seeder.converge(store, WANTED.rstrip("\n"), WANTED, force=False)
+    text = str(exc.value)
+    assert text.startswith(f"{Store.key} already holds a different network config; pass --force")
+    assert f"--- {Store.key} (in etcd)" in text and f"+++ {Store.key} (wanted)" in text
+    assert '-  "Network": "10.2.0.0/16"' in text and '+  "Network": "10.1.0.0/16"' in text
+    assert exc.value.exit_code == 3
+
+
+def test_force_swaps_at_the_revision_it_saw_and_retries_when_raced() -> None:
+    store = Store([(False, OTHER, 7), (False, '{"Network": "10.3.0.0/16"}', 8), (True, None, 9)])
+    assert seeder.converge(store, WANTED.rstrip("\n"), WANTED, force=True) == ("replaced", 9)
+    assert store.asked == [None, 7, 8]
+
+
+def test_a_key_deleted_meanwhile_is_put_if_absent_again() -> None:
+    store = Store([(False, OTHER, 7), (False, None, 0), (True, None, 10)])
+    assert seeder.converge(store, WANTED.rstrip("\n"), WANTED, force=True) == ("replaced", 10)
+    assert store.asked == [None, 7, None]
+
+
+def test_racing_writers_end_after_five_attempts() -> None:
+    store = Store([(False, OTHER, n) for n in range(10)])
+    with pytest.raises(seeder.SeedError, match="kept changing under 5 compare-and-swap attempts"):
+        seeder.converge(store, WANTED.rstrip("\n"), WANTED, force=True)
+    assert len(store.asked) == 5
+
+
+def test_a_value_etcd_does_not_keep_is_a_failure() -> None:
+    store = Store([(True, None, 4)])
+    store.put = lambda value, revision: (True, None, 4)  # acknowledged, not kept
+    with pytest.raises(seeder.SeedError, match=r"wrote .*/config but read back None"):
+        seeder.converge(store, WANTED.rstrip("\n"), WANTED, force=False)
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"Network": "10.2.0.0/16"}'])
+def test_text_that_is_not_this_config_is_not_the_same(text: str) -> None:
+    assert not seeder.same(text, WANTED)
+    assert seeder.pretty("not json") == "not json"
+
+
+# -- the command line
+
+
+def test_the_defaults_are_the_documented_ones() -> None:
+    args = seeder.parser().parse_args(["--endpoints", URL, "--config-json", "{}"])
+    assert (args.prefix, args.deadline, args.timeout) == ("/coreos.com/network", 300.0, 5.0)
+    assert (args.api, args.force, args.quiet, args.stats) == (None, False, False, False)
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan"])
+def test_a_duration_must_be_a_positive_number(value: str) -> None:
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="is not a positive number of seconds"):
+        seeder._positive(value)
+    assert seeder._positive("0.5") == 0.5
+
+
+def test_seed_refuses_what_it_cannot_use_before_any_request() -> None:
+    with pytest.raises(seeder.BadInput, match="api must be v2 or v3, not 'v4'"):
+        seeder.seed(URL, "{}", api="v4")
+    for deadline, timeout in ((0, 5), (5, 0), (-1, 5)):
+        with pytest.raises(seeder.BadInput, match="deadline and timeout must be positive"):
+            seeder.seed(URL, "{}", deadline=deadline, timeout=timeout)
+
+
+def test_main_reports_an_unreadable_config_file_in_one_line(tmp_path, capsys) -> None:
+    argv = ["--endpoints", URL, "--config-file", str(tmp_path / "none.json")]
+    assert seeder.main(argv) == 2
+    err = capsys.readouterr().err
+    path = tmp_path / "none.json"
+    assert err == f"flannel-seed-etcd: cannot read {path}: No such file or directory ({path})\n"
+
+
+def test_main_picks_the_api_from_the_flannel_version(tmp_path, capsys, monkeypatch) -> None:
+    seen = {}
+    monkeypatch.setattr(
+        seeder, "run", lambda endpoints, value, **options: seen.update(options) or 0
+    )
+    assert (
+        seeder.main(["--endpoints", URL, "--config-json", "{}", "--flannel-version", "v0.17.0"])
+        == 0
+    )
+    assert seen["api"] == "v2"
+    assert seeder.main(["--endpoints", URL, "--config-json", "{}"]) == 0
+    assert seen["api"] == "v3"
+    assert seeder.main(["--endpoints", URL, "--config-json", "{}", "--api", "v2"]) == 0
+    assert seen["api"] == "v2"
+    assert seeder.main(["--endpoints", URL, "--config-json", "{}", "--flannel-version", "x"]) == 2
