@@ -425,3 +425,149 @@ def test_main_picks_the_api_from_the_flannel_version(tmp_path, capsys, monkeypat
     assert seeder.main(["--endpoints", URL, "--config-json", "{}", "--api", "v2"]) == 0
     assert seen["api"] == "v2"
     assert seeder.main(["--endpoints", URL, "--config-json", "{}", "--flannel-version", "x"]) == 2
+
+
+# -- the two etcd APIs over a scripted client, and the client's rounds
+
+
+class ScriptedClient:
+    """Client.request's answers in order; what was asked is kept."""
+
+    endpoint = "https://10.0.0.1:2379"
+
+    def __init__(self, *answers: tuple[int, dict]) -> None:
+        self.answers = list(answers)
+        self.asked: list[tuple] = []
+
+    def request(self, method, path, body=None, headers=None):
+        self.asked.append((method, path, body, headers))
+        return self.answers.pop(0)
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+KEY = "/coreos.com/network/config"
+
+
+def test_v3_put_if_absent_is_one_txn_on_create_revision_zero() -> None:
+    client = ScriptedClient((200, {"succeeded": True, "header": {"revision": "12"}}))
+    assert seeder.V3(client, KEY).put("{}") == (True, "{}", 12)
+    method, path, body, headers = client.asked[0]
+    assert (method, path, headers) == ("POST", "/v3/kv/txn", {"Content-Type": "application/json"})
+    assert json.loads(body) == {
+        "compare": [
+            {"key": _b64(KEY), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+        ],
+        "success": [{"request_put": {"key": _b64(KEY), "value": _b64("{}")}}],
+        "failure": [{"request_range": {"key": _b64(KEY)}}],
+    }
+
+
+def test_v3_compare_and_swap_names_the_revision_and_returns_what_is_there() -> None:
+    there = {"kvs": [{"value": _b64('{"Network": "10.2.0.0/16"}'), "mod_revision": "8"}]}
+    client = ScriptedClient((200, {"succeeded": False, "responses": [{"response_range": there}]}))
+    assert seeder.V3(client, KEY).put("{}", revision=7) == (False, '{"Network": "10.2.0.0/16"}', 8)
+    compare = json.loads(client.asked[0][2])["compare"][0]
+    assert compare == {"key": _b64(KEY), "target": "MOD", "result": "EQUAL", "mod_revision": "7"}
+
+
+def test_v3_get_reads_the_value_or_none() -> None:
+    client = ScriptedClient(
+        (200, {"kvs": [{"value": _b64("x"), "mod_revision": "3"}]}), (200, {"header": {}})
+    )
+    v3 = seeder.V3(client, KEY)
+    assert v3.get() == ("x", 3)
+    assert v3.get() == (None, 0)
+    assert client.asked[0][:2] == ("POST", "/v3/kv/range")
+    assert json.loads(client.asked[0][2]) == {"key": _b64(KEY)}
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"), [(404, True), (400, False), (403, False), (405, False)]
+)
+def test_v3_an_unexpected_answer_says_who_and_what(status: int, hint: bool) -> None:
+    client = ScriptedClient((status, {"message": "nope"}))
+    with pytest.raises(seeder.SeedError) as exc:
+        seeder.V3(client, KEY).get()
+    text = str(exc.value)
+    assert text.startswith(f"https://10.0.0.1:2379 answered HTTP {status}: nope")
+    assert ("etcd before 3.4 serves the v3 gateway at /v3beta only" in text) is hint
+
+
+def test_v2_put_if_absent_and_compare_and_swap() -> None:
+    client = ScriptedClient(
+        (201, {"node": {"modifiedIndex": 5}}), (200, {"node": {"modifiedIndex": 6}})
+    )
+    v2 = seeder.V2(client, KEY)
+    assert v2.put("{}") == (True, "{}", 5)
+    assert v2.put("{}", revision=5) == (True, "{}", 6)
+    assert client.asked[0][:2] == ("PUT", "/v2/keys/coreos.com/network/config?prevExist=false")
+    assert client.asked[1][:2] == ("PUT", "/v2/keys/coreos.com/network/config?prevIndex=5")
+    assert client.asked[0][2] == b"value=%7B%7D"
+
+
+@pytest.mark.parametrize("code", [100, 101, 105])
+def test_v2_a_failed_condition_reads_what_is_there(code: int) -> None:
+    client = ScriptedClient(
+        (412, {"errorCode": code, "message": "x"}),
+        (200, {"node": {"value": "v", "modifiedIndex": 9}}),
+    )
+    assert seeder.V2(client, KEY).put("{}") == (False, "v", 9)
+    assert client.asked[1][:2] == ("GET", "/v2/keys/coreos.com/network/config?quorum=true")
+
+
+def test_v2_other_answers_are_failures_with_the_v2_hint() -> None:
+    client = ScriptedClient((404, {"message": "404 page not found"}))
+    with pytest.raises(seeder.SeedError, match=r"answered HTTP 404: 404 page not found \(is etcd"):
+        seeder.V2(client, KEY).put("{}")
+    assert seeder.V2(ScriptedClient((404, {"errorCode": 100})), KEY).get() == (None, 0)
+    for answer in ((500, {"node": {}}), (200, {"action": "get"})):
+        with pytest.raises(seeder.SeedError, match="--enable-v2=true"):
+            seeder.V2(ScriptedClient(answer), KEY).get()
+
+
+class FakeTime:
+    """time.monotonic and time.sleep for Client: sleeping moves the clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_client_goes_round_the_members_and_backs_off_between_rounds(monkeypatch) -> None:
+    clock, tried, asked = FakeTime(), [], []
+    monkeypatch.setattr(seeder, "time", clock)
+    monkeypatch.setattr(seeder.random, "randrange", lambda n: 1)  # start at the second member
+    monkeypatch.setattr(seeder.random, "uniform", lambda a, b: asked.append((a, b)) or b)
+
+    def once(self, method, path, body, headers, timeout):
+        tried.append((self.endpoint, timeout))
+        clock.now += 0.5  # each attempt takes half a second
+        raise seeder.Transient("connection refused")
+
+    monkeypatch.setattr(seeder.Client, "_once", once)
+    endpoints = seeder.parse_endpoints("https://a:2379,https://b:2379")
+    client = seeder.Client(endpoints, None, timeout=5, deadline=30)
+    with pytest.raises(seeder.SeedError) as exc:
+        client.request("GET", "/health")
+    assert [e for e, _ in tried[:4]] == ["https://b:2379", "https://a:2379"] * 2
+    assert asked[:6] == [(0.1, 0.2), (0.2, 0.4), (0.4, 0.8), (0.8, 1.6), (1.6, 3.2), (2.5, 5.0)]
+    assert set(asked[6:]) == {(2.5, 5.0)}  # capped at 5 s
+    assert all(timeout <= 5 for _, timeout in tried)
+    assert min(timeout for _, timeout in tried) < 5  # the last attempts get what is left
+    assert clock.now - 1000.0 == pytest.approx(30, abs=0.6)  # gives up at the deadline
+    assert str(exc.value) == (
+        "no etcd endpoint answered within the 30s deadline (https://a:2379, https://b:2379); "
+        f"last error: {tried[-1][0]}: connection refused"
+    )
