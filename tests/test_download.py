@@ -79,8 +79,10 @@ def serve() -> Iterator:
         s.httpd.server_close()
 
 
-def _get(url: str, part: Path, retries: int = 2, **kw) -> list[str]:
-    logged: list[str] = []
+def _get(
+    url: str, part: Path, retries: int = 2, logged: list[str] | None = None, **kw
+) -> list[str]:
+    logged = [] if logged is None else logged
     with dl.session() as http:
         dl.download(
             url, part, http=http, timeout=5, retries=retries, backoff=0.01, log=logged.append, **kw
@@ -169,9 +171,11 @@ def test_a_redirect_status_that_is_not_followed_is_an_error(serve, tmp_path):
 
 def test_giving_up_names_the_attempts_and_the_last_error(serve, tmp_path):
     s = serve(Answer(502))
+    logged: list[str] = []
     with pytest.raises(FetchError, match=r"gave up after 3 attempts; last error: HTTP 502 Bad Gat"):
-        _get(s.url, tmp_path / "part", retries=2)
+        _get(s.url, tmp_path / "part", retries=2, logged=logged)
     assert len(s.seen) == 3
+    assert ["(attempt 2/3)" in logged[0], "(attempt 3/3)" in logged[1]] == [True, True]
 
 
 def test_no_retries_means_one_attempt(serve, tmp_path):
@@ -298,3 +302,9 @@ def test_importing_the_module_does_not_import_requests():
     code = "import sys, flannelnode.download; print('requests' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_body_of_exactly_the_limit_is_kept(serve, tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "MAX_BYTES", len(BODY))
+    _get(serve(Answer(body=BODY, length=-1)).url, tmp_path / "part")
+    assert (tmp_path / "part").read_bytes() == BODY

@@ -178,3 +178,11 @@ def test_unpack_places_each_member_of_a_tarball(tmp_path: Path) -> None:
     ]
     assert (tmp_path / "out" / "mk-docker-opts.sh").read_bytes() == b"#!/bin/sh\n"
     assert target.stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("name", ["/flanneld", "/README.md", "../flanneld", "a/../../flanneld"])
+def test_a_path_out_of_the_archive_is_named_as_one(name: str) -> None:
+    with pytest.raises(
+        IntegrityError, match=re.escape(f"member {name!r}: path escapes the archive")
+    ):
+        _checked(_info(name), "o", set())
