@@ -178,11 +178,12 @@ def test_giving_up_names_the_attempts_and_the_last_error(serve, tmp_path):
     assert ["(attempt 2/3)" in logged[0], "(attempt 3/3)" in logged[1]] == [True, True]
 
 
-def test_no_retries_means_one_attempt(serve, tmp_path):
-    s = serve(Answer(500), Answer(body=BODY))
-    with pytest.raises(FetchError, match="gave up after 1 attempts"):
-        _get(s.url, tmp_path / "part", retries=0)
-    assert len(s.seen) == 1
+@pytest.mark.parametrize("retries", [0, 1])
+def test_the_attempts_are_the_retries_and_one(serve, tmp_path, retries):
+    s = serve(Answer(500))
+    with pytest.raises(FetchError, match=f"gave up after {retries + 1} attempts"):
+        _get(s.url, tmp_path / "part", retries=retries)
+    assert len(s.seen) == retries + 1
 
 
 @pytest.mark.parametrize("coding", ["gzip", "GZIP", "br"])
@@ -308,3 +309,25 @@ def test_a_body_of_exactly_the_limit_is_kept(serve, tmp_path, monkeypatch):
     monkeypatch.setattr(dl, "MAX_BYTES", len(BODY))
     _get(serve(Answer(body=BODY, length=-1)).url, tmp_path / "part")
     assert (tmp_path / "part").read_bytes() == BODY
+
+
+class Clock:
+    """download's time.monotonic: the start, then one reading per read of the body."""
+
+    def __init__(self, *readings: float) -> None:
+        self.readings = list(readings)
+
+    def monotonic(self) -> float:
+        return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
+
+
+@pytest.mark.parametrize(("now", "finished"), [(3600.0, True), (3600.5, False)])
+def test_one_download_may_take_an_hour(serve, tmp_path, monkeypatch, now, finished):
+    monkeypatch.setattr(dl, "time", Clock(0.0, now))
+    url = serve(Answer(body=BODY)).url
+    if finished:
+        _get(url, tmp_path / "part")
+        assert (tmp_path / "part").read_bytes() == BODY
+    else:
+        with pytest.raises(FetchError, match="not finished after 3600 s"):
+            _get(url, tmp_path / "part")

@@ -525,7 +525,7 @@ def test_v2_other_answers_are_failures_with_the_v2_hint() -> None:
     with pytest.raises(seeder.SeedError, match=r"answered HTTP 404: 404 page not found \(is etcd"):
         seeder.V2(client, KEY).put("{}")
     assert seeder.V2(ScriptedClient((404, {"errorCode": 100})), KEY).get() == (None, 0)
-    for answer in ((500, {"node": {}}), (200, {"action": "get"})):
+    for answer in ((500, {"node": {}}), (200, {"action": "get"}), (500, {"errorCode": 100})):
         with pytest.raises(seeder.SeedError, match="--enable-v2=true"):
             seeder.V2(ScriptedClient(answer), KEY).get()
 
@@ -571,3 +571,12 @@ def test_the_client_goes_round_the_members_and_backs_off_between_rounds(monkeypa
         "no etcd endpoint answered within the 30s deadline (https://a:2379, https://b:2379); "
         f"last error: {tried[-1][0]}: connection refused"
     )
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch) -> None:
+    def interrupted(endpoints, value, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(seeder, "run", interrupted)
+    assert seeder.main(["--endpoints", URL, "--config-json", "{}"]) == 130
+    assert capsys.readouterr().err == "flannel-seed-etcd: interrupted\n"
