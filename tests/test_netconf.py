@@ -780,3 +780,37 @@ def test_cluster_ranges_overlap_warnings_name_the_setting(tmp_path):
     assert "overlaps the docker bridge 172.17.0.0/16" in str(
         [str(f) for f in netconf.lint_config(docker)]
     )
+
+
+@pytest.mark.parametrize("public_ip", [None, "fd00::5", "not an address"])
+def test_without_an_ipv4_public_ip_no_iface_is_needed(public_ip):
+    # only an IPv4 --public-ip is looked up among IPv6 addresses (and never found)
+    findings = netconf.lint({**V6_ONLY, "Backend": VXLAN}, public_ip=public_ip, iface=())
+    assert not [f for f in findings if f.field == "EnableIPv4"], "\n".join(map(str, findings))
+    v4 = netconf.lint({**V6_ONLY, "Backend": VXLAN}, public_ip="192.0.2.7", iface=())
+    assert [f.field for f in v4 if f.level == "error"] == ["EnableIPv4"]
+
+
+def test_an_etcd_endpoint_inside_the_network_is_found_after_a_host_name():
+    endpoints = ["https://etcd-a.example:2379", "https://10.244.0.5:2379"]
+    findings = netconf.lint(net(Network="10.244.0.0/16"), etcd_endpoints=endpoints)
+    (warning,) = [f for f in findings if "contains the etcd endpoint" in f.message]
+    assert "10.244.0.0/16 contains the etcd endpoint 10.244.0.5 (https://10.244.0.5:2379)" in (
+        warning.message
+    )
+
+
+@pytest.mark.parametrize(
+    ("network", "head"),
+    [
+        (net(SubnetLen=31), "flannel network config (node.toml): 1 error:\n"),
+        (
+            net(SubnetLen=31, Backend={"Type": "bogus"}),
+            "flannel network config (node.toml): 2 errors:\n",
+        ),
+    ],
+)
+def test_the_error_count_is_in_the_first_line(network, head):
+    with pytest.raises(ConfigError) as exc:
+        netconf.check(network, source="node.toml")
+    assert str(exc.value).startswith(head)

@@ -580,3 +580,34 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch) -> None:
     monkeypatch.setattr(seeder, "run", interrupted)
     assert seeder.main(["--endpoints", URL, "--config-json", "{}"]) == 130
     assert capsys.readouterr().err == "flannel-seed-etcd: interrupted\n"
+
+
+def _written(monkeypatch) -> None:
+    """converge() answers at once: seed() and run() without a member to talk to."""
+    monkeypatch.setattr(seeder, "converge", lambda store, value, wanted, force: ("written", 3))
+
+
+def test_plain_http_endpoints_need_no_tls_files(monkeypatch) -> None:
+    _written(monkeypatch)
+    config = '{"Network": "10.1.0.0/16"}'
+    outcome = seeder.seed("http://127.0.0.1:2379", config, cacert="/no/ca")
+    assert (outcome.action, outcome.revision, outcome.api) == ("written", 3, "v3")
+    assert 0 <= outcome.seconds < 5  # the time it took, not a clock reading
+    with pytest.raises(seeder.BadInput, match="cannot load the CA certificate /no/ca"):
+        seeder.seed("http://127.0.0.1:2379,https://127.0.0.1:2379", config, cacert="/no/ca")
+
+
+def test_run_says_what_it_did_and_prints_stats_on_request(monkeypatch, capsys) -> None:
+    _written(monkeypatch)
+    config = '{"Network": "10.1.0.0/16"}'
+    assert seeder.run("http://127.0.0.1:2379", config) == 0
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == (
+        "flannel-seed-etcd: wrote the network config to /coreos.com/network/config "
+        "(etcd v3 API, revision 3, via http://127.0.0.1:2379)\n"
+    )
+    assert seeder.run("http://127.0.0.1:2379", config, quiet=True, stats=True) == 0
+    out = capsys.readouterr()
+    assert out.err == ""
+    assert json.loads(out.out)["action"] == "written"
