@@ -186,7 +186,7 @@ def test_the_attempts_are_the_retries_and_one(serve, tmp_path, retries):
     assert len(s.seen) == retries + 1
 
 
-@pytest.mark.parametrize("coding", ["gzip", "GZIP", "br"])
+@pytest.mark.parametrize("coding", ["gzip", "GZIP", "br", "zstd"])
 def test_a_content_coding_is_refused(serve, tmp_path, coding):
     s = serve(Answer(headers={"Content-Encoding": coding}, body=BODY))
     with pytest.raises(FetchError, match=f"Content-Encoding {coding.lower()} although"):
