@@ -41,13 +41,22 @@ class Survivor:
     diff: str
 
 
-def _test_command(tests: list[str]) -> str:
+def _entry(test: str) -> str:
+    return f"{shlex.quote(sys.executable)} -m pytest -x -q -p no:cacheprovider {test}"
+
+
+def _test_command(tests: list[str], limits: list[float] | None = None) -> str:
     """One command for all the entries. cosmic-ray runs it without a shell (shlex.split), so the
     `&&` between entries needs `sh -c`: bare, it reached pytest as a file name, and pytest's exit 4
-    counted every mutant as killed."""
-    python = shlex.quote(sys.executable)
-    script = " && ".join(f"{python} -m pytest -x -q -p no:cacheprovider {t}" for t in tests)
-    return f"sh -c {shlex.quote(script)}"
+    counted every mutant as killed. limits: seconds per entry (coreutils' timeout, whose exit 124
+    kills the mutant), so that a mutant looping in a fast first entry costs that entry's limit,
+    not the whole target's."""
+    entries = [_entry(t) for t in tests]
+    if limits is not None:
+        entries = [
+            f"timeout -k 5 {limit:.0f} {e}" for e, limit in zip(entries, limits, strict=True)
+        ]
+    return f"sh -c {shlex.quote(' && '.join(entries))}"
 
 
 def timeout_after(baseline: float) -> float:
@@ -56,13 +65,19 @@ def timeout_after(baseline: float) -> float:
     return min(TIMEOUT, max(30.0, 10 * baseline))
 
 
-def _config(module: str, tests: list[str], path: Path, timeout: float = TIMEOUT) -> None:
+def _config(
+    module: str,
+    tests: list[str],
+    path: Path,
+    timeout: float = TIMEOUT,
+    limits: list[float] | None = None,
+) -> None:
     path.write_text(
         "[cosmic-ray]\n"
         f"module-path = {json.dumps(module)}\n"
         f"timeout = {timeout:.0f}\n"
         "excluded-modules = []\n"
-        f"test-command = {json.dumps(_test_command(tests))}\n"
+        f"test-command = {json.dumps(_test_command(tests, limits))}\n"
         '\n[cosmic-ray.distributor]\nname = "local"\n'
     )
 
@@ -94,24 +109,27 @@ class BaselineFailed(Exception):
     """The tests fail on the unmutated code: every mutant would count as killed."""
 
 
-def check_baseline(module: str, tests: list[str]) -> float:
-    """Run the target's tests once, unmutated; how long they took. A failing baseline (a missing
-    tool, a typo in a `-k`, dockerd down) would otherwise score 100%."""
-    started = time.monotonic()
-    result = subprocess.run(
-        shlex.split(_test_command(tests)),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
-        raise BaselineFailed(
-            f"{module}: its tests fail before any mutation (exit {result.returncode}); "
-            f"fix them or the target's `tests` in {TARGETS.name} first:\n{tail}"
+def check_baseline(module: str, tests: list[str]) -> list[float]:
+    """Run each of the target's entries once, unmutated; how long each took. A failing baseline
+    (a missing tool, a typo in a `-k`, dockerd down) would otherwise score 100%."""
+    took = []
+    for test in tests:
+        started = time.monotonic()
+        result = subprocess.run(
+            shlex.split(_test_command([test])),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
         )
-    return time.monotonic() - started
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+            raise BaselineFailed(
+                f"{module}: its tests fail before any mutation (exit {result.returncode}, "
+                f"{test}); fix them or the target's `tests` in {TARGETS.name} first:\n{tail}"
+            )
+        took.append(time.monotonic() - started)
+    return took
 
 
 class StaleSession(Exception):
@@ -139,10 +157,11 @@ def _forget_survivors(module: str, session: Path, digest_file: Path) -> int:
 def run_module(module: str, tests: list[str]) -> tuple[int, int, list[Survivor], float]:
     """(killed, counted, survivors, seconds) for one module."""
     OUT.mkdir(parents=True, exist_ok=True)
-    timeout = timeout_after(check_baseline(module, tests))
+    baseline = check_baseline(module, tests)
+    limits = [timeout_after(seconds) for seconds in baseline]
     stem = module.replace("/", "_").replace("-", "_").removesuffix(".py")
     config, session = OUT / f"{stem}.toml", OUT / f"{stem}.sqlite"
-    _config(_module_path(module, stem), tests, config, timeout)
+    _config(_module_path(module, stem), tests, config, min(TIMEOUT, sum(limits)) + 10, limits)
     started = time.monotonic()
     cosmic = [sys.executable, "-m", "cosmic_ray.cli"]
     twins_file, digest_file = OUT / f"{stem}.twins.json", OUT / f"{stem}.sha256"

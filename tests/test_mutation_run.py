@@ -3,6 +3,7 @@ shlex.split, no shell): every entry of a target's `tests` runs, and any failing 
 
 from __future__ import annotations
 
+import time
 import tomllib
 from pathlib import Path
 
@@ -53,7 +54,18 @@ def test_a_failing_baseline_stops_the_module(suite: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(run, "REPO", suite)
     with pytest.raises(run.BaselineFailed, match=r"m\.py: its tests fail before any mutation"):
         run.check_baseline("m.py", ["test_a.py", "test_b.py -k bad"])
-    assert 0 < run.check_baseline("m.py", ["test_a.py", "test_b.py -k ok"]) < run.TIMEOUT
+    took = run.check_baseline("m.py", ["test_a.py", "test_b.py -k ok"])
+    assert len(took) == 2 and all(0 < seconds < run.TIMEOUT for seconds in took)
+
+
+def test_a_mutant_looping_in_a_fast_entry_costs_that_entrys_limit(suite: Path) -> None:
+    (suite / "test_hang.py").write_text("import time\n\ndef test_hang():\n    time.sleep(120)\n")
+    started = time.monotonic()
+    result, output = run_tests(run._test_command(["test_hang.py", "test_a.py"], [2, 60]), 120)
+    assert result == Outcome.KILLED, output
+    assert time.monotonic() - started < 30  # the first entry's 2 s, not cosmic-ray's 120 s
+    result, output = run_tests(run._test_command(["test_a.py", "test_b.py -k ok"], [30, 30]), 120)
+    assert result == Outcome.SURVIVED, output
 
 
 @pytest.mark.parametrize(("baseline", "timeout"), [(0.5, 30.0), (4.0, 40.0), (60.0, run.TIMEOUT)])
