@@ -228,7 +228,7 @@ def _lint_text(text: str, dialect: str, ctx: Context) -> Linter:
     try:
         doc = gojson.parse(text)
     except gojson.JSONSyntaxError as exc:
-        lint.syntax(exc)
+        lint.syntax(exc, text)
         return lint
     _run(lint, doc)
     return lint

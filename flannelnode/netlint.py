@@ -119,12 +119,12 @@ class Linter:
     def info(self, path: str, text: str, at: Member | None = None) -> None:
         self.add("info", path, text, at)
 
-    def syntax(self, exc: gojson.JSONSyntaxError) -> None:
+    def syntax(self, exc: gojson.JSONSyntaxError, text: str) -> None:
         self.findings.append(
             Finding(
                 "error",
                 "",
-                f"not JSON as flannel reads it: {exc.message} ({REFUSED}){_syntax_hint(exc)}",
+                f"not JSON as flannel reads it: {exc.message} ({REFUSED}){_syntax_hint(exc, text)}",
                 exc.line,
                 exc.column,
             )
@@ -254,22 +254,28 @@ class Linter:
         )
 
 
-def _syntax_hint(exc: gojson.JSONSyntaxError) -> str:
-    """The usual reasons for a syntax error, in words."""
+def _syntax_hint(exc: gojson.JSONSyntaxError, text: str) -> str:
+    """The usual reasons for a syntax error, in words. text: what was parsed, to look at what
+    comes before the error (Go's message names only the character it stopped at)."""
     message = exc.message
-    if message.startswith(("invalid character '}'", "invalid character ']'")) and (
-        "beginning of" in message
-    ):
-        return ". JSON allows no comma before } or ]: remove it"
+    lines = text.split("\n")
+    at = sum(len(line) + 1 for line in lines[: exc.line - 1]) + exc.column - 1
+    closing = message.startswith(("invalid character '}'", "invalid character ']'"))
+    if closing and "beginning of" in message:
+        if text[:at].rstrip(" \t\n\r").endswith(","):
+            return ". JSON allows no comma before } or ]: remove it"
+        return ". A value is missing before this"
     if "'/'" in message or "'#'" in message:
         return ". JSON has no comments: remove them"
     if "'\\''" in message:
         return ". JSON strings and keys take double quotes"
-    if "'ï'" in message and exc.line == exc.column == 1:
+    if text.startswith("\ufeff"):
         return ". The file starts with a byte order mark: save it as UTF-8 without one"
     if "looking for beginning of object key string" in message:
         return ". Keys need double quotes"
     if "after object key:value pair" in message or "after array element" in message:
+        if closing:
+            return ". This bracket does not close the one opened last ({ closes with }, [ with ])"
         return ". A comma is missing before this"
     if message == "unexpected end of JSON input":
         return ". The text is cut short (or empty)"

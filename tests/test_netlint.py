@@ -295,12 +295,27 @@ def syntax(text: str) -> tuple[str, int | None, int | None]:
          "The text is cut short (or empty)"),
         ("", "unexpected end of JSON input", (1, 1), "The text is cut short (or empty)"),
         ("\n\n", "unexpected end of JSON input", (3, 1), "The text is cut short (or empty)"),
+        # no comma there: a value is missing
+        ('{"Network": }', "invalid character '}' looking for beginning of value", (1, 13),
+         "A value is missing before this"),
+        ('{"Network":\n}', "invalid character '}' looking for beginning of value", (2, 1),
+         "A value is missing before this"),
+        ('[,\n ]', "invalid character ',' looking for beginning of value", (1, 2), None),
+        # a fullwidth brace starts with the byte a byte order mark starts with: it is not one
+        ('\uff5b"Network": "10.1.0.0/16"}', "invalid character 'ï' looking for beginning of "
+         "value", (1, 1), None),
+        # a bracket that closes the wrong one
+        ('{"Network": "10.1.0.0/16"]', "invalid character ']' after object key:value pair",
+         (1, 26), "This bracket does not close the one opened last ({ closes with }, [ with ])"),
+        ('{"Networks": ["10.1.0.0/16"}', "invalid character '}' after array element", (1, 28),
+         "This bracket does not close the one opened last ({ closes with }, [ with ])"),
     ],
 )  # fmt: skip
 def test_a_syntax_error_says_why_in_words(
-    text: str, error: str, where: tuple[int, int], hint: str
+    text: str, error: str, where: tuple[int, int], hint: str | None
 ) -> None:
-    assert syntax(text) == (f"not JSON as flannel reads it: {error} {REFUSED}. {hint}", *where)
+    said = f" {REFUSED}. {hint}" if hint else f" {REFUSED}"
+    assert syntax(text) == (f"not JSON as flannel reads it: {error}{said}", *where)
 
 
 @pytest.mark.parametrize(
