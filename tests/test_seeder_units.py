@@ -82,7 +82,15 @@ def test_the_rendering_of_lists_and_escapes() -> None:
 
 @pytest.mark.parametrize(
     ("key", "folded"),
-    [("Network", "NETWORK"), ("\u212aind", "KIND"), ("\u017fubnet", "SUBNET"), ("é", "É")],
+    [
+        ("Network", "NETWORK"),
+        ("\u212aind", "KIND"),
+        ("\u017fubnet", "SUBNET"),
+        ("é", "É"),
+        # ß upper-cases to "SS" (two runes): Go's SimpleFold orbit is ß and ẞ, whose least is ß
+        ("ß", "ß"),
+        ("\u1e9e", "ß"),
+    ],
 )
 def test_keys_fold_as_gos_encoding_json(key: str, folded: str) -> None:
     # the Kelvin sign and the long s fold with k and s in Go's unicode.SimpleFold orbits
@@ -525,7 +533,12 @@ def test_v2_other_answers_are_failures_with_the_v2_hint() -> None:
     with pytest.raises(seeder.SeedError, match=r"answered HTTP 404: 404 page not found \(is etcd"):
         seeder.V2(client, KEY).put("{}")
     assert seeder.V2(ScriptedClient((404, {"errorCode": 100})), KEY).get() == (None, 0)
-    for answer in ((500, {"node": {}}), (200, {"action": "get"}), (500, {"errorCode": 100})):
+    for answer in (
+        (500, {"node": {}}),
+        (200, {"action": "get"}),
+        (500, {"errorCode": 100}),
+        (404, {"message": "404 page not found"}),  # no v2 API at all: not "key not found"
+    ):
         with pytest.raises(seeder.SeedError, match="--enable-v2=true"):
             seeder.V2(ScriptedClient(answer), KEY).get()
 
@@ -565,7 +578,7 @@ def test_the_client_goes_round_the_members_and_backs_off_between_rounds(monkeypa
     assert asked[:6] == [(0.1, 0.2), (0.2, 0.4), (0.4, 0.8), (0.8, 1.6), (1.6, 3.2), (2.5, 5.0)]
     assert set(asked[6:]) == {(2.5, 5.0)}  # capped at 5 s
     assert tried[0][1] == 5  # the request timeout while the deadline is far
-    assert all(timeout <= 5 for _, timeout in tried)
+    assert all(0 < timeout <= 5 for _, timeout in tried)  # none once the deadline is reached
     assert min(timeout for _, timeout in tried) < 5  # the last attempts get what is left
     assert clock.now - 1000.0 == pytest.approx(30, abs=0.6)  # gives up at the deadline
     assert str(exc.value) == (
@@ -660,3 +673,10 @@ def test_an_authorisation_refusal_is_final(status: int, body: dict, said: str) -
     assert type(exc.value) is seeder.SeedError
     assert str(exc.value) == f"{url} {said}"
     assert client.requests == 1
+
+
+def test_a_certificate_that_cannot_be_decoded_is_left_to_load_cert_chain(tmp_path) -> None:
+    # check_validity only adds a clearer message for an expired one; the loader reports the rest
+    assert seeder.check_validity(str(tmp_path / "missing.pem")) is None
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    assert seeder.check_validity(str(tmp_path / "junk.pem")) is None
