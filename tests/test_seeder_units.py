@@ -587,6 +587,24 @@ def test_the_client_goes_round_the_members_and_backs_off_between_rounds(monkeypa
     )
 
 
+def test_an_attempt_that_uses_up_the_deadline_is_the_last(monkeypatch) -> None:
+    clock, tried = FakeTime(), []
+    monkeypatch.setattr(seeder, "time", clock)
+    monkeypatch.setattr(seeder.random, "randrange", lambda n: 0)
+
+    def once(self, method, path, body, headers, timeout):
+        tried.append((self.endpoint, timeout))
+        clock.now += timeout  # it timed out after all the time it was given
+        raise seeder.Transient("timed out")
+
+    monkeypatch.setattr(seeder.Client, "_once", once)
+    endpoints = seeder.parse_endpoints("https://a:2379,https://b:2379")
+    client = seeder.Client(endpoints, None, timeout=5, deadline=5)
+    with pytest.raises(seeder.SeedError, match="within the 5s deadline"):
+        client.request("GET", "/health")
+    assert tried == [("https://a:2379", 5)]  # not a second one with 0 s to answer
+
+
 def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch) -> None:
     def interrupted(endpoints, value, **options):
         raise KeyboardInterrupt
