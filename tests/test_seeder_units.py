@@ -12,6 +12,7 @@ import ssl
 import pytest
 
 from .conftest import REPO
+from .etcd_cluster import Certs, make_certs
 
 SCRIPT = REPO / "scripts" / "flannel-seed-etcd"
 _loader = importlib.machinery.SourceFileLoader("flannel_seed_etcd", str(SCRIPT))
@@ -99,8 +100,12 @@ def test_keys_fold_as_gos_encoding_json(key: str, folded: str) -> None:
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_json_constants_go_does_not_know_are_refused(constant: str) -> None:
-    with pytest.raises(seeder.BadInput, match="is not valid JSON"):
+    with pytest.raises(seeder.BadInput) as exc:
         seeder.parse_config('{"Network": ' + constant + "}", "net-conf.json")
+    assert str(exc.value) == (
+        f"net-conf.json is not valid JSON: {constant} is not JSON (Go's decoder, and so flannel, "
+        "refuses it)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -184,6 +189,29 @@ def test_cert_and_key_go_together() -> None:
 def test_an_unreadable_ca_is_bad_input(tmp_path) -> None:
     with pytest.raises(seeder.BadInput, match=f"cannot load the CA certificate {tmp_path}/no.pem"):
         seeder.tls_context(str(tmp_path / "no.pem"), None, None)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("pki"))
+
+
+def test_a_key_that_does_not_load_is_named_for_what_went_wrong(certs: Certs, tmp_path) -> None:
+    def refusal(key) -> str:
+        with pytest.raises(seeder.BadInput) as exc:
+            seeder.tls_context(str(certs.ca), str(certs.cert), str(key))
+        return str(exc.value)
+
+    said = f"cannot load the client certificate {certs.cert} with key"
+    assert refusal(certs.other_key) == (
+        f"{said} {certs.other_key}: the key does not belong to the certificate"
+    )
+    assert (
+        refusal(tmp_path / "none.pem") == f"{said} {tmp_path}/none.pem: No such file or directory"
+    )
+    (tmp_path / "junk.pem").write_text("not a key\n")
+    junk = refusal(tmp_path / "junk.pem")
+    assert junk.startswith(f"{said} {tmp_path}/junk.pem: ") and "does not belong" not in junk
 
 
 def _ssl_error(reason: str, text: str) -> ssl.SSLError:
@@ -408,6 +436,8 @@ def test_seed_refuses_what_it_cannot_use_before_any_request() -> None:
     for deadline, timeout in ((0, 5), (5, 0), (-1, 5)):
         with pytest.raises(seeder.BadInput, match="deadline and timeout must be positive"):
             seeder.seed(URL, "{}", deadline=deadline, timeout=timeout)
+    with pytest.raises(seeder.BadInput, match="is not valid JSON"):  # a fraction is positive
+        seeder.seed(URL, "{not json", deadline=0.5, timeout=0.5)
 
 
 def test_main_reports_an_unreadable_config_file_in_one_line(tmp_path, capsys) -> None:
