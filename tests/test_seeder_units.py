@@ -4,10 +4,17 @@ line. tests/test_seed.py runs the whole seeder against a real 3-member TLS etcd.
 
 from __future__ import annotations
 
+import calendar
+import contextlib
+import http.server
 import importlib.machinery
 import importlib.util
 import json
 import ssl
+import threading
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
@@ -212,6 +219,25 @@ def test_a_key_that_does_not_load_is_named_for_what_went_wrong(certs: Certs, tmp
     (tmp_path / "junk.pem").write_text("not a key\n")
     junk = refusal(tmp_path / "junk.pem")
     assert junk.startswith(f"{said} {tmp_path}/junk.pem: ") and "does not belong" not in junk
+
+
+def test_a_certificate_is_valid_from_its_first_second_to_its_last(certs: Certs, monkeypatch):
+    decoded = ssl._ssl._test_decode_cert(str(certs.cert))  # what the ssl module reads
+    first, last = (
+        calendar.timegm(time.strptime(decoded[k], "%b %d %H:%M:%S %Y %Z"))
+        for k in ("notBefore", "notAfter")
+    )
+
+    def at(seconds: int) -> None:
+        monkeypatch.setattr(seeder, "time", SimpleNamespace(gmtime=lambda: time.gmtime(seconds)))
+        seeder.check_validity(str(certs.cert))
+
+    at(first)
+    at(last)
+    with pytest.raises(seeder.BadInput, match="is not valid before"):
+        at(first - 1)
+    with pytest.raises(seeder.BadInput, match="expired on"):
+        at(last + 1)
 
 
 def _ssl_error(reason: str, text: str) -> ssl.SSLError:
@@ -440,6 +466,13 @@ def test_seed_refuses_what_it_cannot_use_before_any_request() -> None:
         seeder.seed(URL, "{not json", deadline=0.5, timeout=0.5)
 
 
+def test_main_without_endpoints_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        seeder.main(["--config-json", "{}"])
+    assert exc.value.code == 2
+    assert "the following arguments are required: --endpoints" in capsys.readouterr().err
+
+
 def test_main_reports_an_unreadable_config_file_in_one_line(tmp_path, capsys) -> None:
     argv = ["--endpoints", URL, "--config-file", str(tmp_path / "none.json")]
     assert seeder.main(argv) == 2
@@ -567,6 +600,8 @@ def test_v2_other_answers_are_failures_with_the_v2_hint() -> None:
         (500, {"node": {}}),
         (200, {"action": "get"}),
         (500, {"errorCode": 100}),
+        (200, {"errorCode": 100}),  # only a 404 with code 100 is "key not found"
+        (103, {"node": {"value": "{}", "modifiedIndex": 3}}),  # only a 200 is an answer
         (404, {"message": "404 page not found"}),  # no v2 API at all: not "key not found"
     ):
         with pytest.raises(seeder.SeedError, match="--enable-v2=true"):
@@ -635,6 +670,22 @@ def test_an_attempt_that_uses_up_the_deadline_is_the_last(monkeypatch) -> None:
     assert tried == [("https://a:2379", 5)]  # not a second one with 0 s to answer
 
 
+def test_the_rounds_end_after_a_thousand_even_if_the_clock_stands_still(monkeypatch) -> None:
+    clock, tried = FakeTime(), []
+    clock.sleep = lambda seconds: None  # a clock that never moves: only the bound ends the loop
+    monkeypatch.setattr(seeder, "time", clock)
+
+    def once(self, method, path, body, headers, timeout):
+        tried.append(self.endpoint)
+        raise seeder.Transient("connection refused")
+
+    monkeypatch.setattr(seeder.Client, "_once", once)
+    endpoints = seeder.parse_endpoints("https://a:2379,https://b:2379")
+    with pytest.raises(seeder.SeedError, match="no etcd endpoint answered"):
+        seeder.Client(endpoints, None, timeout=5, deadline=30).request("GET", "/health")
+    assert len(tried) == 1000 * 2
+
+
 def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch) -> None:
     def interrupted(endpoints, value, **options):
         raise KeyboardInterrupt
@@ -692,14 +743,62 @@ def test_run_says_what_it_did_and_prints_stats_on_request(monkeypatch, capsys) -
 )
 def test_an_authorisation_refusal_is_final(status: int, body: dict, said: str) -> None:
     """etcd with auth on: no other member will answer otherwise, so no retry."""
-    import http.server
-    import threading
+    with _answering(status, body) as (url, _):
+        client = seeder.Client(seeder.parse_endpoints(url), None, timeout=5, deadline=30)
+        try:
+            with pytest.raises(seeder.SeedError) as exc:
+                client.request("POST", "/v3/kv/range", b"{}")
+        finally:
+            client.close()
+    assert type(exc.value) is seeder.SeedError
+    assert str(exc.value) == f"{url} {said}"
+    assert client.requests == 1
+
+
+def test_a_member_is_asked_over_one_connection_that_close_ends() -> None:
+    with _answering(200, {"header": {}}) as (url, peers):
+        client = seeder.Client(seeder.parse_endpoints(url), None, timeout=5, deadline=30)
+        for _ in range(3):
+            assert client.request("POST", "/v3/kv/range", b"{}") == (200, {"header": {}})
+        (connection,) = client.connections.values()
+        client.close()
+    assert len(peers) == 3 and len(set(peers)) == 1  # one TCP connection for the three
+    assert connection.sock is None
+
+
+def test_a_connection_that_timed_out_is_closed_and_a_new_one_opened(monkeypatch) -> None:
+    opened, connection = [], seeder.Client._connection
+    monkeypatch.setattr(
+        seeder.Client,
+        "_connection",
+        lambda self, timeout: opened.append(connection(self, timeout)) or opened[-1],
+    )
+    with _answering(200, {"header": {}}, stall_first=1.0) as (url, peers):
+        client = seeder.Client(seeder.parse_endpoints(url), None, timeout=0.2, deadline=20)
+        try:
+            assert client.request("POST", "/v3/kv/range", b"{}") == (200, {"header": {}})
+        finally:
+            client.close()
+    assert opened[0] is not opened[-1] and len(set(peers)) == 2
+    assert opened[0].sock is None  # closed when it timed out, not left to the garbage collector
+
+
+@contextlib.contextmanager
+def _answering(status: int, body: dict, stall_first: float = 0) -> Iterator[tuple[str, list]]:
+    """A local HTTP/1.1 server (keep-alive) answering every POST alike, the first one only after
+    stall_first seconds: its URL, and the client address of each request."""
+    peers: list = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, *args: object) -> None:
             pass
 
         def do_POST(self) -> None:
+            peers.append(self.client_address)
+            if len(peers) == 1:
+                time.sleep(stall_first)
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -709,18 +808,11 @@ def test_an_authorisation_refusal_is_final(status: int, body: dict, said: str) -
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    client = seeder.Client(seeder.parse_endpoints(url), None, timeout=5, deadline=30)
     try:
-        with pytest.raises(seeder.SeedError) as exc:
-            client.request("POST", "/v3/kv/range", b"{}")
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", peers
     finally:
-        client.close()
         httpd.shutdown()
         httpd.server_close()
-    assert type(exc.value) is seeder.SeedError
-    assert str(exc.value) == f"{url} {said}"
-    assert client.requests == 1
 
 
 def test_a_certificate_that_cannot_be_decoded_is_left_to_load_cert_chain(tmp_path) -> None:
