@@ -459,7 +459,7 @@ def test_a_duration_must_be_a_positive_number(value: str) -> None:
 def test_seed_refuses_what_it_cannot_use_before_any_request() -> None:
     with pytest.raises(seeder.BadInput, match="api must be v2 or v3, not 'v4'"):
         seeder.seed(URL, "{}", api="v4")
-    for deadline, timeout in ((0, 5), (5, 0), (-1, 5)):
+    for deadline, timeout in ((0, 5), (5, 0), (-1, 5), (5, -1)):
         with pytest.raises(seeder.BadInput, match="deadline and timeout must be positive"):
             seeder.seed(URL, "{}", deadline=deadline, timeout=timeout)
     with pytest.raises(seeder.BadInput, match="is not valid JSON"):  # a fraction is positive
@@ -471,6 +471,12 @@ def test_main_without_endpoints_is_a_usage_error(capsys) -> None:
         seeder.main(["--config-json", "{}"])
     assert exc.value.code == 2
     assert "the following arguments are required: --endpoints" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        seeder.main(["--endpoints", URL])
+    assert exc.value.code == 2
+    assert "one of the arguments --config-json --config-file is required" in (
+        capsys.readouterr().err
+    )
 
 
 def test_main_reports_an_unreadable_config_file_in_one_line(tmp_path, capsys) -> None:
@@ -558,7 +564,7 @@ def test_v3_get_reads_the_value_or_none() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "hint"), [(404, True), (400, False), (403, False), (405, False)]
+    ("status", "hint"), [(404, True), (400, False), (403, False), (405, False), (103, False)]
 )
 def test_v3_an_unexpected_answer_says_who_and_what(status: int, hint: bool) -> None:
     client = ScriptedClient((status, {"message": "nope"}))
@@ -641,6 +647,7 @@ def test_the_client_goes_round_the_members_and_backs_off_between_rounds(monkeypa
         client.request("GET", "/health")
     assert [e for e, _ in tried[:4]] == ["https://b:2379", "https://a:2379"] * 2
     assert asked[:6] == [(0.1, 0.2), (0.2, 0.4), (0.4, 0.8), (0.8, 1.6), (1.6, 3.2), (2.5, 5.0)]
+    assert clock.slept[:6] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0]  # what it was given, in full
     assert set(asked[6:]) == {(2.5, 5.0)}  # capped at 5 s
     assert tried[0][1] == 5  # the request timeout while the deadline is far
     assert all(0 < timeout <= 5 for _, timeout in tried)  # none once the deadline is reached
@@ -650,6 +657,22 @@ def test_the_client_goes_round_the_members_and_backs_off_between_rounds(monkeypa
         "no etcd endpoint answered within the 30s deadline (https://a:2379, https://b:2379); "
         f"last error: {tried[-1][0]}: connection refused"
     )
+
+
+def test_the_client_tries_every_member_in_turn(monkeypatch) -> None:
+    clock, tried = FakeTime(), []
+    monkeypatch.setattr(seeder, "time", clock)
+    monkeypatch.setattr(seeder.random, "randrange", lambda n: 1)
+
+    def once(self, method, path, body, headers, timeout):
+        tried.append(self.endpoint[8])  # https://a:2379 -> "a"
+        raise seeder.Transient("connection refused")
+
+    monkeypatch.setattr(seeder.Client, "_once", once)
+    endpoints = seeder.parse_endpoints("https://a:2379,https://b:2379,https://c:2379")
+    with pytest.raises(seeder.SeedError):
+        seeder.Client(endpoints, None, timeout=5, deadline=2).request("GET", "/health")
+    assert "".join(tried[:7]) == "bcabcab"
 
 
 def test_an_attempt_that_uses_up_the_deadline_is_the_last(monkeypatch) -> None:
