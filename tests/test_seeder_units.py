@@ -44,8 +44,8 @@ def test_endpoints_keep_their_order_and_default_to_etcds_port() -> None:
         ("https://a:70000", "endpoint 'https://a:70000' is not a valid URL"),
         ("https://a:23\t79", "endpoint 'https://a:23\\t79' contains whitespace or a control"),
         ("https://a:23\x0079", "contains whitespace or a control character"),
-        ("unix:///run/etcd.sock", "is not an http:// or https:// URL with a host"),
-        ("https://:2379", "is not an http:// or https:// URL with a host"),
+        ("unix:///run/etcd.sock", "'unix:///run/etcd.sock' is not an http:// or https:// URL"),
+        ("https://:2379", "endpoint 'https://:2379' is not an http:// or https:// URL with a host"),
         (" , ", "no etcd endpoints given (--endpoints https://HOST:2379,...)"),
     ],
 )
@@ -282,6 +282,18 @@ URL = "https://127.0.0.1:2379"
             seeder.SeedError,
             f"the CA at ca.pem does not sign the server certificate of {URL}",
         ),
+        (  # the reason alone, or the message alone, says the verification failed
+            _ssl_error("CERTIFICATE_VERIFY_FAILED", "[SSL] unknown error (_ssl.c:1006)"),
+            None,
+            seeder.SeedError,
+            f"the CA at ca.pem does not sign the server certificate of {URL}",
+        ),
+        (
+            _ssl_error("", "certificate verify failed: unable to get local issuer certificate"),
+            None,
+            seeder.SeedError,
+            f"the CA at ca.pem does not sign the server certificate of {URL}",
+        ),
         (
             _ssl_error("TLSV13_ALERT_CERTIFICATE_REQUIRED", "alert certificate required"),
             None,
@@ -318,6 +330,8 @@ URL = "https://127.0.0.1:2379"
         "hostname",
         "ip-mismatch",
         "unknown-ca",
+        "verify-reason-only",
+        "verify-message-only",
         "client-cert-required",
         "client-expired",
         "client-untrusted",
@@ -675,14 +689,15 @@ def test_the_client_tries_every_member_in_turn(monkeypatch) -> None:
     assert "".join(tried[:7]) == "bcabcab"
 
 
-def test_an_attempt_that_uses_up_the_deadline_is_the_last(monkeypatch) -> None:
+@pytest.mark.parametrize("overrun", [0, 0.5], ids=["to-the-deadline", "past-it"])
+def test_an_attempt_that_uses_up_the_deadline_is_the_last(monkeypatch, overrun: float) -> None:
     clock, tried = FakeTime(), []
     monkeypatch.setattr(seeder, "time", clock)
     monkeypatch.setattr(seeder.random, "randrange", lambda n: 0)
 
     def once(self, method, path, body, headers, timeout):
         tried.append((self.endpoint, timeout))
-        clock.now += timeout  # it timed out after all the time it was given
+        clock.now += timeout + overrun  # it timed out after all the time it was given
         raise seeder.Transient("timed out")
 
     monkeypatch.setattr(seeder.Client, "_once", once)
@@ -691,6 +706,7 @@ def test_an_attempt_that_uses_up_the_deadline_is_the_last(monkeypatch) -> None:
     with pytest.raises(seeder.SeedError, match="within the 5s deadline"):
         client.request("GET", "/health")
     assert tried == [("https://a:2379", 5)]  # not a second one with 0 s to answer
+    assert clock.slept == []  # nor a round of sleeping
 
 
 def test_the_rounds_end_after_a_thousand_even_if_the_clock_stands_still(monkeypatch) -> None:
@@ -804,6 +820,28 @@ def test_a_connection_that_timed_out_is_closed_and_a_new_one_opened(monkeypatch)
             client.close()
     assert opened[0] is not opened[-1] and len(set(peers)) == 2
     assert opened[0].sock is None  # closed when it timed out, not left to the garbage collector
+
+
+def test_a_5xx_is_tried_again_and_other_answers_are_returned() -> None:
+    with _answering(503, {"message": "etcdserver: no leader"}) as (url, peers):
+        client = seeder.Client(seeder.parse_endpoints(url), None, timeout=5, deadline=1)
+        try:
+            with pytest.raises(seeder.SeedError) as exc:
+                client.request("POST", "/v3/kv/range", b"{}")
+        finally:
+            client.close()
+    assert str(exc.value).endswith(f"last error: {url}: HTTP 503: etcdserver: no leader")
+    assert len(peers) > 1
+    with _answering(499, {"message": "client closed"}) as (url, peers):
+        client = seeder.Client(seeder.parse_endpoints(url), None, timeout=5, deadline=2)
+        try:
+            assert client.request("POST", "/v3/kv/range", b"{}") == (
+                499,
+                {"message": "client closed"},
+            )
+        finally:
+            client.close()
+    assert len(peers) == 1
 
 
 @contextlib.contextmanager
