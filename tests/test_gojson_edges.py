@@ -116,6 +116,10 @@ def test_numbers_are_read_whole(text):
     assert gojson.parse(f"[{text}]").items[0].raw == text
 
 
+def test_a_number_of_any_length_is_read():
+    assert gojson.parse("9" * 300).raw == "9" * 300
+
+
 @pytest.mark.parametrize(
     ("text", "message", "column"),
     [
@@ -220,6 +224,7 @@ def test_a_long_document_cut_short_is_still_an_unexpected_end():
         ('{"a"', "unexpected end of JSON input", 5),
         ("{1: 2}", "invalid character '1' looking for beginning of object key string", 2),
         ("{!}", "invalid character '!' looking for beginning of object key string", 2),
+        ("{~}", "invalid character '~' looking for beginning of object key string", 2),
         ('{"a":}', "invalid character '}' looking for beginning of value", 6),
         ('{"a":1]', "invalid character ']' after object key:value pair", 7),
         ("[1,]", "invalid character ']' looking for beginning of value", 4),
