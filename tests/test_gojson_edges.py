@@ -167,10 +167,12 @@ def test_a_unicode_escape_takes_either_case_of_hex_digits():
         (r"\udfff\udc00", "\ufffd\ufffd"),
         (r"\ud800\udbff", "\ufffd\ufffd"),  # nor a high one end it
         (r"\ud800\ue000", "\ufffd\ue000"),
+        (r"\ud800\ue001", "\ufffd\ue001"),
         (r"\ud800\n", "\ufffd\n"),
         (r"\ud800x", "\ufffdx"),
         (r"\udfff", "\ufffd"),
         (r"\ue000", "\ue000"),
+        (r"\ue001\uffff", "\ue001\uffff"),
         (r"\ud7ff", "\ud7ff"),
     ],
 )
@@ -179,8 +181,8 @@ def test_surrogates_pair_as_utf16_decodes_them_else_become_u_fffd(escaped, text)
 
 
 def test_each_invalid_utf8_byte_in_a_string_becomes_u_fffd():
-    doc = gojson.parse('"a\udc80b\udcc3\udcffc"')  # bytes 80, C3 (cut short) and FF
-    assert doc.text == "a\ufffdb\ufffd\ufffdc"
+    doc = gojson.parse('"a\udc80b\udcc3\udcffc\ue000😀"')  # bytes 80, C3 (cut short), FF
+    assert doc.text == "a\ufffdb\ufffd\ufffdc\ue000😀"
 
 
 @pytest.mark.parametrize(
@@ -190,6 +192,7 @@ def test_each_invalid_utf8_byte_in_a_string_becomes_u_fffd():
         ('"a\\"', "unexpected end of JSON input", 5),  # the quote is escaped
         ('["\\u12G4"]', "invalid character 'G' in \\u hexadecimal character escape", 7),
         ('"\\u12G4"', "invalid character 'G' in \\u hexadecimal character escape", 6),
+        ('"\\u123G"', "invalid character 'G' in \\u hexadecimal character escape", 7),
         ('"\\ud800\\uZ"', "invalid character 'Z' in \\u hexadecimal character escape", 10),
         ('"\\U0041"', "invalid character 'U' in string escape code", 3),
     ],
@@ -211,6 +214,8 @@ def test_a_long_document_cut_short_is_still_an_unexpected_end():
     text = '{"a": "' + "x" * 300
     assert syntax_error(text) == ("unexpected end of JSON input", 1, len(text) + 1)
     assert syntax_error(text + '"')[0] == "unexpected end of JSON input"
+    for cut in ("\\", "\\u12"):  # and cut inside an escape: see above for the wording
+        assert syntax_error(text + cut)[1:] == (1, len(text + cut) + 1)
 
 
 # --- objects and arrays -------------------------------------------------------------------------
@@ -227,9 +232,11 @@ def test_a_long_document_cut_short_is_still_an_unexpected_end():
         ("{~}", "invalid character '~' looking for beginning of object key string", 2),
         ('{"a":}', "invalid character '}' looking for beginning of value", 6),
         ('{"a":1]', "invalid character ']' after object key:value pair", 7),
+        ('{"a":1~}', "invalid character '~' after object key:value pair", 7),
         ("[1,]", "invalid character ']' looking for beginning of value", 4),
         ("[,1]", "invalid character ',' looking for beginning of value", 2),
         ("[1}", "invalid character '}' after array element", 3),
+        ('[1"a"]', "invalid character '\"' after array element", 3),
         ("{", "unexpected end of JSON input", 2),
         ("[", "unexpected end of JSON input", 2),
         ("{} {}", "invalid character '{' after top-level value", 4),
