@@ -182,7 +182,9 @@ def test_surrogates_pair_as_utf16_decodes_them_else_become_u_fffd(escaped, text)
 
 def test_each_invalid_utf8_byte_in_a_string_becomes_u_fffd():
     doc = gojson.parse('"a\udc80b\udcc3\udcffc\ue000😀"')  # bytes 80, C3 (cut short), FF
-    assert doc.text == "a\ufffdb\ufffd\ufffdc\ue000😀"
+    # compared as ascii(): a failure report would write a kept surrogate out as an invalid byte,
+    # which cosmic-ray cannot decode (it then counts the mutant as incompetent, not killed)
+    assert ascii(doc.text) == ascii("a\ufffdb\ufffd\ufffdc\ue000😀")
 
 
 @pytest.mark.parametrize(
