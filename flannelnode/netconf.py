@@ -39,7 +39,7 @@ from .netfields import (
     config_fields,
     without_secrets,
 )
-from .netlint import REFUSED, Context, Finding, Linter, Range, kept, quoted
+from .netlint import REFUSED, Context, Dialect, Finding, Linter, Range, kept, quoted
 from .seed import seeder
 
 __all__ = [
@@ -223,8 +223,8 @@ def _lint_table(network: Any, ctx: Context) -> Linter:
     return _lint_text(render(network), "toml", ctx)  # what flannel reads is the rendering
 
 
-def _lint_text(text: str, dialect: str, ctx: Context) -> Linter:
-    lint = Linter(ctx, "json" if dialect == "json" else "toml")
+def _lint_text(text: str, dialect: Dialect, ctx: Context) -> Linter:
+    lint = Linter(ctx, dialect)
     try:
         doc = gojson.parse(text)
     except gojson.JSONSyntaxError as exc:

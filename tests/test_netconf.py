@@ -680,6 +680,16 @@ def test_the_rendering_keeps_what_flannel_takes():
         netconf.render({"Network": datetime.date(2024, 1, 1)})
 
 
+def test_a_toml_date_inside_lists_is_named_by_its_place():
+    network = {**net(), "Extra": [1, [datetime.date(2024, 1, 1)]]}
+    (error,) = [f for f in netconf.lint(network) if f.level == "error"]
+    assert (error.field, error.message) == (
+        "Extra[1][0]",
+        "Extra[1][0]: 2024-01-01 is a TOML date or time, which JSON (and so flannel) cannot "
+        "express; quote it if you meant a string",
+    )
+
+
 # -- issue 13, item 5: advice that works, blame where it belongs
 
 
@@ -789,6 +799,13 @@ def test_without_an_ipv4_public_ip_no_iface_is_needed(public_ip):
     assert not [f for f in findings if f.field == "EnableIPv4"], "\n".join(map(str, findings))
     v4 = netconf.lint({**V6_ONLY, "Backend": VXLAN}, public_ip="192.0.2.7", iface=())
     assert [f.field for f in v4 if f.level == "error"] == ["EnableIPv4"]
+
+
+def test_a_dual_stack_node_finds_an_ipv4_public_ip_without_iface():
+    # flanneld looks an IPv4 --public-ip up among IPv6 addresses only when IPv4 is off
+    dual = {**net(Network="10.244.0.0/16"), **V6_ONLY, "EnableIPv4": True, "Backend": VXLAN}
+    findings = netconf.lint(dual, public_ip="192.0.2.7", iface=())
+    assert [f.level for f in findings] == ["info", "info"], "\n".join(map(str, findings))
 
 
 def test_an_etcd_endpoint_inside_the_network_is_found_after_a_host_name():

@@ -279,6 +279,11 @@ def syntax(text: str) -> tuple[str, int | None, int | None]:
          "key string", (1, 27), "JSON allows no comma before } or ]: remove it"),
         ('{"Networks": ["10.1.0.0/16",]}', "invalid character ']' looking for beginning of "
          "value", (1, 29), "JSON allows no comma before } or ]: remove it"),
+        # the comma is found on the lines before the error, and before it on the same line
+        ('{\n  "Network": "10.1.0.0/16",\n}', "invalid character '}' looking for beginning of "
+         "object key string", (3, 1), "JSON allows no comma before } or ]: remove it"),
+        ('{\n "Network": "10.1.0.0/16", }', "invalid character '}' looking for beginning of "
+         "object key string", (2, 28), "JSON allows no comma before } or ]: remove it"),
         ('{\n  # pods\n}', "invalid character '#' looking for beginning of object key string",
          (2, 3), "JSON has no comments: remove them"),
         ("{'Network': '10.1.0.0/16'}", "invalid character '\\'' looking for beginning of object "

@@ -4,14 +4,22 @@ line. tests/test_seed.py runs the whole seeder against a real 3-member TLS etcd.
 
 from __future__ import annotations
 
+import calendar
+import contextlib
+import http.server
 import importlib.machinery
 import importlib.util
 import json
 import ssl
+import threading
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
 from .conftest import REPO
+from .etcd_cluster import Certs, make_certs
 
 SCRIPT = REPO / "scripts" / "flannel-seed-etcd"
 _loader = importlib.machinery.SourceFileLoader("flannel_seed_etcd", str(SCRIPT))
@@ -36,8 +44,8 @@ def test_endpoints_keep_their_order_and_default_to_etcds_port() -> None:
         ("https://a:70000", "endpoint 'https://a:70000' is not a valid URL"),
         ("https://a:23\t79", "endpoint 'https://a:23\\t79' contains whitespace or a control"),
         ("https://a:23\x0079", "contains whitespace or a control character"),
-        ("unix:///run/etcd.sock", "is not an http:// or https:// URL with a host"),
-        ("https://:2379", "is not an http:// or https:// URL with a host"),
+        ("unix:///run/etcd.sock", "'unix:///run/etcd.sock' is not an http:// or https:// URL"),
+        ("https://:2379", "endpoint 'https://:2379' is not an http:// or https:// URL with a host"),
         (" , ", "no etcd endpoints given (--endpoints https://HOST:2379,...)"),
     ],
 )
@@ -99,8 +107,12 @@ def test_keys_fold_as_gos_encoding_json(key: str, folded: str) -> None:
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_json_constants_go_does_not_know_are_refused(constant: str) -> None:
-    with pytest.raises(seeder.BadInput, match="is not valid JSON"):
+    with pytest.raises(seeder.BadInput) as exc:
         seeder.parse_config('{"Network": ' + constant + "}", "net-conf.json")
+    assert str(exc.value) == (
+        f"net-conf.json is not valid JSON: {constant} is not JSON (Go's decoder, and so flannel, "
+        "refuses it)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -186,6 +198,48 @@ def test_an_unreadable_ca_is_bad_input(tmp_path) -> None:
         seeder.tls_context(str(tmp_path / "no.pem"), None, None)
 
 
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("pki"))
+
+
+def test_a_key_that_does_not_load_is_named_for_what_went_wrong(certs: Certs, tmp_path) -> None:
+    def refusal(key) -> str:
+        with pytest.raises(seeder.BadInput) as exc:
+            seeder.tls_context(str(certs.ca), str(certs.cert), str(key))
+        return str(exc.value)
+
+    said = f"cannot load the client certificate {certs.cert} with key"
+    assert refusal(certs.other_key) == (
+        f"{said} {certs.other_key}: the key does not belong to the certificate"
+    )
+    assert (
+        refusal(tmp_path / "none.pem") == f"{said} {tmp_path}/none.pem: No such file or directory"
+    )
+    (tmp_path / "junk.pem").write_text("not a key\n")
+    junk = refusal(tmp_path / "junk.pem")
+    assert junk.startswith(f"{said} {tmp_path}/junk.pem: ") and "does not belong" not in junk
+
+
+def test_a_certificate_is_valid_from_its_first_second_to_its_last(certs: Certs, monkeypatch):
+    decoded = ssl._ssl._test_decode_cert(str(certs.cert))  # what the ssl module reads
+    first, last = (
+        calendar.timegm(time.strptime(decoded[k], "%b %d %H:%M:%S %Y %Z"))
+        for k in ("notBefore", "notAfter")
+    )
+
+    def at(seconds: int) -> None:
+        monkeypatch.setattr(seeder, "time", SimpleNamespace(gmtime=lambda: time.gmtime(seconds)))
+        seeder.check_validity(str(certs.cert))
+
+    at(first)
+    at(last)
+    with pytest.raises(seeder.BadInput, match="is not valid before"):
+        at(first - 1)
+    with pytest.raises(seeder.BadInput, match="expired on"):
+        at(last + 1)
+
+
 def _ssl_error(reason: str, text: str) -> ssl.SSLError:
     exc = ssl.SSLError(1, text)
     exc.reason = reason
@@ -228,6 +282,18 @@ URL = "https://127.0.0.1:2379"
             seeder.SeedError,
             f"the CA at ca.pem does not sign the server certificate of {URL}",
         ),
+        (  # the reason alone, or the message alone, says the verification failed
+            _ssl_error("CERTIFICATE_VERIFY_FAILED", "[SSL] unknown error (_ssl.c:1006)"),
+            None,
+            seeder.SeedError,
+            f"the CA at ca.pem does not sign the server certificate of {URL}",
+        ),
+        (
+            _ssl_error("", "certificate verify failed: unable to get local issuer certificate"),
+            None,
+            seeder.SeedError,
+            f"the CA at ca.pem does not sign the server certificate of {URL}",
+        ),
         (
             _ssl_error("TLSV13_ALERT_CERTIFICATE_REQUIRED", "alert certificate required"),
             None,
@@ -264,6 +330,8 @@ URL = "https://127.0.0.1:2379"
         "hostname",
         "ip-mismatch",
         "unknown-ca",
+        "verify-reason-only",
+        "verify-message-only",
         "client-cert-required",
         "client-expired",
         "client-untrusted",
@@ -405,9 +473,24 @@ def test_a_duration_must_be_a_positive_number(value: str) -> None:
 def test_seed_refuses_what_it_cannot_use_before_any_request() -> None:
     with pytest.raises(seeder.BadInput, match="api must be v2 or v3, not 'v4'"):
         seeder.seed(URL, "{}", api="v4")
-    for deadline, timeout in ((0, 5), (5, 0), (-1, 5)):
+    for deadline, timeout in ((0, 5), (5, 0), (-1, 5), (5, -1)):
         with pytest.raises(seeder.BadInput, match="deadline and timeout must be positive"):
             seeder.seed(URL, "{}", deadline=deadline, timeout=timeout)
+    with pytest.raises(seeder.BadInput, match="is not valid JSON"):  # a fraction is positive
+        seeder.seed(URL, "{not json", deadline=0.5, timeout=0.5)
+
+
+def test_main_without_endpoints_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        seeder.main(["--config-json", "{}"])
+    assert exc.value.code == 2
+    assert "the following arguments are required: --endpoints" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        seeder.main(["--endpoints", URL])
+    assert exc.value.code == 2
+    assert "one of the arguments --config-json --config-file is required" in (
+        capsys.readouterr().err
+    )
 
 
 def test_main_reports_an_unreadable_config_file_in_one_line(tmp_path, capsys) -> None:
@@ -495,7 +578,7 @@ def test_v3_get_reads_the_value_or_none() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "hint"), [(404, True), (400, False), (403, False), (405, False)]
+    ("status", "hint"), [(404, True), (400, False), (403, False), (405, False), (103, False)]
 )
 def test_v3_an_unexpected_answer_says_who_and_what(status: int, hint: bool) -> None:
     client = ScriptedClient((status, {"message": "nope"}))
@@ -537,6 +620,8 @@ def test_v2_other_answers_are_failures_with_the_v2_hint() -> None:
         (500, {"node": {}}),
         (200, {"action": "get"}),
         (500, {"errorCode": 100}),
+        (200, {"errorCode": 100}),  # only a 404 with code 100 is "key not found"
+        (103, {"node": {"value": "{}", "modifiedIndex": 3}}),  # only a 200 is an answer
         (404, {"message": "404 page not found"}),  # no v2 API at all: not "key not found"
     ):
         with pytest.raises(seeder.SeedError, match="--enable-v2=true"):
@@ -576,6 +661,7 @@ def test_the_client_goes_round_the_members_and_backs_off_between_rounds(monkeypa
         client.request("GET", "/health")
     assert [e for e, _ in tried[:4]] == ["https://b:2379", "https://a:2379"] * 2
     assert asked[:6] == [(0.1, 0.2), (0.2, 0.4), (0.4, 0.8), (0.8, 1.6), (1.6, 3.2), (2.5, 5.0)]
+    assert clock.slept[:6] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0]  # what it was given, in full
     assert set(asked[6:]) == {(2.5, 5.0)}  # capped at 5 s
     assert tried[0][1] == 5  # the request timeout while the deadline is far
     assert all(0 < timeout <= 5 for _, timeout in tried)  # none once the deadline is reached
@@ -585,6 +671,58 @@ def test_the_client_goes_round_the_members_and_backs_off_between_rounds(monkeypa
         "no etcd endpoint answered within the 30s deadline (https://a:2379, https://b:2379); "
         f"last error: {tried[-1][0]}: connection refused"
     )
+
+
+def test_the_client_tries_every_member_in_turn(monkeypatch) -> None:
+    clock, tried = FakeTime(), []
+    monkeypatch.setattr(seeder, "time", clock)
+    monkeypatch.setattr(seeder.random, "randrange", lambda n: 1)
+
+    def once(self, method, path, body, headers, timeout):
+        tried.append(self.endpoint[8])  # https://a:2379 -> "a"
+        raise seeder.Transient("connection refused")
+
+    monkeypatch.setattr(seeder.Client, "_once", once)
+    endpoints = seeder.parse_endpoints("https://a:2379,https://b:2379,https://c:2379")
+    with pytest.raises(seeder.SeedError):
+        seeder.Client(endpoints, None, timeout=5, deadline=2).request("GET", "/health")
+    assert "".join(tried[:7]) == "bcabcab"
+
+
+@pytest.mark.parametrize("overrun", [0, 0.5], ids=["to-the-deadline", "past-it"])
+def test_an_attempt_that_uses_up_the_deadline_is_the_last(monkeypatch, overrun: float) -> None:
+    clock, tried = FakeTime(), []
+    monkeypatch.setattr(seeder, "time", clock)
+    monkeypatch.setattr(seeder.random, "randrange", lambda n: 0)
+
+    def once(self, method, path, body, headers, timeout):
+        tried.append((self.endpoint, timeout))
+        clock.now += timeout + overrun  # it timed out after all the time it was given
+        raise seeder.Transient("timed out")
+
+    monkeypatch.setattr(seeder.Client, "_once", once)
+    endpoints = seeder.parse_endpoints("https://a:2379,https://b:2379")
+    client = seeder.Client(endpoints, None, timeout=5, deadline=5)
+    with pytest.raises(seeder.SeedError, match="within the 5s deadline"):
+        client.request("GET", "/health")
+    assert tried == [("https://a:2379", 5)]  # not a second one with 0 s to answer
+    assert clock.slept == []  # nor a round of sleeping
+
+
+def test_the_rounds_end_after_a_thousand_even_if_the_clock_stands_still(monkeypatch) -> None:
+    clock, tried = FakeTime(), []
+    clock.sleep = lambda seconds: None  # a clock that never moves: only the bound ends the loop
+    monkeypatch.setattr(seeder, "time", clock)
+
+    def once(self, method, path, body, headers, timeout):
+        tried.append(self.endpoint)
+        raise seeder.Transient("connection refused")
+
+    monkeypatch.setattr(seeder.Client, "_once", once)
+    endpoints = seeder.parse_endpoints("https://a:2379,https://b:2379")
+    with pytest.raises(seeder.SeedError, match="no etcd endpoint answered"):
+        seeder.Client(endpoints, None, timeout=5, deadline=30).request("GET", "/health")
+    assert len(tried) == 1000 * 2
 
 
 def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch) -> None:
@@ -644,14 +782,84 @@ def test_run_says_what_it_did_and_prints_stats_on_request(monkeypatch, capsys) -
 )
 def test_an_authorisation_refusal_is_final(status: int, body: dict, said: str) -> None:
     """etcd with auth on: no other member will answer otherwise, so no retry."""
-    import http.server
-    import threading
+    with _answering(status, body) as (url, _):
+        client = seeder.Client(seeder.parse_endpoints(url), None, timeout=5, deadline=30)
+        try:
+            with pytest.raises(seeder.SeedError) as exc:
+                client.request("POST", "/v3/kv/range", b"{}")
+        finally:
+            client.close()
+    assert type(exc.value) is seeder.SeedError
+    assert str(exc.value) == f"{url} {said}"
+    assert client.requests == 1
+
+
+def test_a_member_is_asked_over_one_connection_that_close_ends() -> None:
+    with _answering(200, {"header": {}}) as (url, peers):
+        client = seeder.Client(seeder.parse_endpoints(url), None, timeout=5, deadline=30)
+        for _ in range(3):
+            assert client.request("POST", "/v3/kv/range", b"{}") == (200, {"header": {}})
+        (connection,) = client.connections.values()
+        client.close()
+    assert len(peers) == 3 and len(set(peers)) == 1  # one TCP connection for the three
+    assert connection.sock is None
+
+
+def test_a_connection_that_timed_out_is_closed_and_a_new_one_opened(monkeypatch) -> None:
+    opened, connection = [], seeder.Client._connection
+    monkeypatch.setattr(
+        seeder.Client,
+        "_connection",
+        lambda self, timeout: opened.append(connection(self, timeout)) or opened[-1],
+    )
+    with _answering(200, {"header": {}}, stall_first=1.0) as (url, peers):
+        client = seeder.Client(seeder.parse_endpoints(url), None, timeout=0.2, deadline=20)
+        try:
+            assert client.request("POST", "/v3/kv/range", b"{}") == (200, {"header": {}})
+        finally:
+            client.close()
+    assert opened[0] is not opened[-1] and len(set(peers)) == 2
+    assert opened[0].sock is None  # closed when it timed out, not left to the garbage collector
+
+
+def test_a_5xx_is_tried_again_and_other_answers_are_returned() -> None:
+    with _answering(503, {"message": "etcdserver: no leader"}) as (url, peers):
+        client = seeder.Client(seeder.parse_endpoints(url), None, timeout=5, deadline=1)
+        try:
+            with pytest.raises(seeder.SeedError) as exc:
+                client.request("POST", "/v3/kv/range", b"{}")
+        finally:
+            client.close()
+    assert str(exc.value).endswith(f"last error: {url}: HTTP 503: etcdserver: no leader")
+    assert len(peers) > 1
+    with _answering(499, {"message": "client closed"}) as (url, peers):
+        client = seeder.Client(seeder.parse_endpoints(url), None, timeout=5, deadline=2)
+        try:
+            assert client.request("POST", "/v3/kv/range", b"{}") == (
+                499,
+                {"message": "client closed"},
+            )
+        finally:
+            client.close()
+    assert len(peers) == 1
+
+
+@contextlib.contextmanager
+def _answering(status: int, body: dict, stall_first: float = 0) -> Iterator[tuple[str, list]]:
+    """A local HTTP/1.1 server (keep-alive) answering every POST alike, the first one only after
+    stall_first seconds: its URL, and the client address of each request."""
+    peers: list = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, *args: object) -> None:
             pass
 
         def do_POST(self) -> None:
+            peers.append(self.client_address)
+            if len(peers) == 1:
+                time.sleep(stall_first)
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -661,18 +869,11 @@ def test_an_authorisation_refusal_is_final(status: int, body: dict, said: str) -
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    client = seeder.Client(seeder.parse_endpoints(url), None, timeout=5, deadline=30)
     try:
-        with pytest.raises(seeder.SeedError) as exc:
-            client.request("POST", "/v3/kv/range", b"{}")
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", peers
     finally:
-        client.close()
         httpd.shutdown()
         httpd.server_close()
-    assert type(exc.value) is seeder.SeedError
-    assert str(exc.value) == f"{url} {said}"
-    assert client.requests == 1
 
 
 def test_a_certificate_that_cannot_be_decoded_is_left_to_load_cert_chain(tmp_path) -> None:
