@@ -68,6 +68,16 @@ def parse(text: str) -> Value:
     return _Parser(text).document()
 
 
+_INSIDE_A_TOKEN = (
+    "in literal",
+    "in numeric literal",
+    "after decimal point",
+    "in exponent",
+    "in string escape",
+    "in \\u",
+)
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.s = text
@@ -83,6 +93,9 @@ class _Parser:
     def fail(self, context: str, i: int | None = None) -> JSONSyntaxError:
         i = self.i if i is None else i
         if i >= len(self.s):
+            # Go's scanner.eof() feeds a space: inside a token, that space is the error
+            if context.startswith(_INSIDE_A_TOKEN):
+                return JSONSyntaxError(f"invalid character ' ' {context}", *self.where(len(self.s)))
             return JSONSyntaxError("unexpected end of JSON input", *self.where(len(self.s)))
         return JSONSyntaxError(
             f"invalid character {_quote_char(self.s[i])} {context}", *self.where(i)

@@ -204,20 +204,38 @@ def test_a_broken_string_is_refused_where_go_stops(text, message, column):
 
 
 @pytest.mark.parametrize(
-    "text", ["t", "nul", "-", "1.", "1e", "1e+", '"\\', '"ab\\', '"\\u12', '"\\ud800\\u12']
+    ("text", "context"),
+    [
+        ("t", "in literal true (expecting 'r')"),
+        ("nul", "in literal null (expecting 'l')"),
+        ('{"a": fals', "in literal false (expecting 'e')"),
+        ("-", "in numeric literal"),
+        ("1.", "after decimal point in numeric literal"),
+        ("1e", "in exponent of numeric literal"),
+        ("1e+", "in exponent of numeric literal"),
+        ('"\\', "in string escape code"),
+        ('"ab\\', "in string escape code"),
+        ('"\\u12', "in \\u hexadecimal character escape"),
+        ('"\\ud800\\u12', "in \\u hexadecimal character escape"),
+    ],
 )
-def test_input_cut_inside_a_token_is_refused_at_its_end(text):
-    # Go's offset is the input's length; its wording differs from gojson's here (Go's eof()
-    # feeds the scanner a space: "invalid character ' ' in literal null (expecting 'l')")
-    assert syntax_error(text)[1:] == (1, len(text) + 1)
+def test_input_cut_inside_a_token_is_refused_at_its_end(text, context):
+    # Go's eof() feeds the scanner a space, which no token takes: its error names that space, at
+    # the input's length
+    assert syntax_error(text) == (f"invalid character ' ' {context}", 1, len(text) + 1)
 
 
 def test_a_long_document_cut_short_is_still_an_unexpected_end():
     text = '{"a": "' + "x" * 300
     assert syntax_error(text) == ("unexpected end of JSON input", 1, len(text) + 1)
     assert syntax_error(text + '"')[0] == "unexpected end of JSON input"
-    for cut in ("\\", "\\u12"):  # and cut inside an escape: see above for the wording
-        assert syntax_error(text + cut)[1:] == (1, len(text + cut) + 1)
+    for cut, context in (("\\", "in string escape code"), ("\\u12", "in \\u hexadecimal")):
+        said = syntax_error(text + cut)  # cut inside an escape: the space is named, as above
+        assert said[0].startswith(f"invalid character ' ' {context}")
+        assert said[1:] == (1, len(text + cut) + 1)
+    for whole in ("12", '"a"', "true", " 1.5e3 "):  # a top-level token ending the input is whole
+        gojson.parse(whole)
+    assert syntax_error('{"a": 12') == ("unexpected end of JSON input", 1, 9)
 
 
 # --- objects and arrays -------------------------------------------------------------------------
