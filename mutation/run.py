@@ -95,8 +95,9 @@ def _mutated_line(diff: str) -> str:
     added = [ln[1:] for ln in lines if ln.startswith("+") and not ln.startswith("+++")]
     if added:
         return added[0].strip()
-    removed = [ln[1:] for ln in lines if ln.startswith("-") and not ln.startswith("---")]
-    return "-" + removed[0].strip() if removed else ""
+    removed = [ln[1:].strip() for ln in lines if ln.startswith("-") and not ln.startswith("---")]
+    removed = [ln for ln in removed if ln]  # cosmic-ray's diff takes the blank lines above too
+    return "-" + removed[0] if removed else ""
 
 
 def _module_path(module: str, stem: str) -> str:

@@ -303,6 +303,8 @@ def syntax(text: str) -> tuple[str, int | None, int | None]:
          "The text is cut short (or empty)"),
         ('{"SubnetLen": 2', "unexpected end of JSON input", (1, 16),
          "The text is cut short (or empty)"),
+        ('{"Network": "10.1.0.0/16",' + 300 * " " + '"SubnetLen": 2', "unexpected end of JSON "
+         "input", (1, 341), "The text is cut short (or empty)"),
         ("\n\n", "unexpected end of JSON input", (3, 1), "The text is cut short (or empty)"),
         # no comma there: a value is missing
         ('{"Network": }', "invalid character '}' looking for beginning of value", (1, 13),
