@@ -5,7 +5,7 @@ Where it differs from Python's json module, and why that decides whether flannel
   character and what was expected ("invalid character '}' looking for beginning of object key
   string"). We add the line and column, which Go only gives as a byte offset.
 - object keys fill struct fields by exact name, else case-insensitively (foldName: ASCII case,
-  and the runes that fold onto ASCII letters: U+017F to S, U+212A to K, U+0131 to I); keys that
+  and the two runes that fold onto ASCII letters: U+017F to S, U+212A to K; not U+0131); keys that
   match no field are ignored.
 - a field given twice (in any spelling) is decoded twice, in document order, and the later one
   wins; but null is a no-op for plain values (bool, numbers, strings), resets pointers and slices,
@@ -68,6 +68,16 @@ def parse(text: str) -> Value:
     return _Parser(text).document()
 
 
+_INSIDE_A_TOKEN = (
+    "in literal",
+    "in numeric literal",
+    "after decimal point",
+    "in exponent",
+    "in string escape",
+    "in \\u",
+)
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.s = text
@@ -83,6 +93,9 @@ class _Parser:
     def fail(self, context: str, i: int | None = None) -> JSONSyntaxError:
         i = self.i if i is None else i
         if i >= len(self.s):
+            # Go's scanner.eof() feeds a space: inside a token, that space is the error
+            if context.startswith(_INSIDE_A_TOKEN):
+                return JSONSyntaxError(f"invalid character ' ' {context}", *self.where(len(self.s)))
             return JSONSyntaxError("unexpected end of JSON input", *self.where(len(self.s)))
         return JSONSyntaxError(
             f"invalid character {_quote_char(self.s[i])} {context}", *self.where(i)
@@ -294,7 +307,10 @@ def fold(name: str) -> str:
 
 @cache
 def _fold_rune(c: str) -> str:
-    # foldRune: the smallest rune of c's case orbit (unicode.SimpleFold)
+    # foldRune: the smallest rune of c's case orbit (unicode.SimpleFold). Go's caseOrbit keeps the
+    # Turkic dotted I and dotless i in orbits of their own; Python's upper() takes the latter to I
+    if c in "\u0130\u0131":
+        return c
     orbit, todo = {c}, [c]
     while todo:
         rune = todo.pop()

@@ -277,6 +277,6 @@ def _syntax_hint(exc: gojson.JSONSyntaxError, text: str) -> str:
         if closing:
             return ". This bracket does not close the one opened last ({ closes with }, [ with ])"
         return ". A comma is missing before this"
-    if message == "unexpected end of JSON input":
+    if at == len(text):  # "unexpected end of JSON input", or Go's space inside a cut token
         return ". The text is cut short (or empty)"
     return ""

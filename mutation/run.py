@@ -89,8 +89,15 @@ def _equivalent() -> set[tuple[str, str, str]]:
 
 
 def _mutated_line(diff: str) -> str:
-    added = [ln[1:] for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
-    return added[0].strip() if added else ""
+    """The first added line; for a mutant that only removes lines (a decorator), the first removed
+    one with its "-", so that removing `@cache` and removing `@property` stay apart."""
+    lines = diff.splitlines()
+    added = [ln[1:] for ln in lines if ln.startswith("+") and not ln.startswith("+++")]
+    if added:
+        return added[0].strip()
+    removed = [ln[1:].strip() for ln in lines if ln.startswith("-") and not ln.startswith("---")]
+    removed = [ln for ln in removed if ln]  # cosmic-ray's diff takes the blank lines above too
+    return "-" + removed[0] if removed else ""
 
 
 def _module_path(module: str, stem: str) -> str:

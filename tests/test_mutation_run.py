@@ -101,3 +101,12 @@ def test_survivors_run_again_against_new_tests_and_only_while_the_module_is_unch
     (tmp_path / "m.py").write_text("def f(x):\n    return 0 - x\n")
     with pytest.raises(run.StaleSession, match=r"m\.py changed since its session began"):
         run.run_module("m.py", ["test_m.py"])
+
+
+def test_a_mutant_is_keyed_by_its_added_line_or_else_its_removed_one() -> None:
+    header = "--- mutation diff ---\n--- a/m.py\n+++ b/m.py\n@@ -1,3 +1,2 @@\n"
+    changed = header + "-    return a < b\n+    return a <= b\n"
+    removed = header + "-\n-\n-@cache\n def fold(c):\n"
+    assert run._mutated_line(changed) == "return a <= b"
+    assert run._mutated_line(removed) == "-@cache"
+    assert run._mutated_line(header + "-@property\n") != run._mutated_line(removed)

@@ -831,3 +831,11 @@ def test_the_error_count_is_in_the_first_line(network, head):
     with pytest.raises(ConfigError) as exc:
         netconf.check(network, source="node.toml")
     assert str(exc.value).startswith(head)
+
+
+def test_a_key_with_a_dotless_i_is_not_enable_ipv4():
+    # Go's foldName keeps U+0131 apart from I (caseOrbit): flanneld ignores the key, IPv4 stays on
+    config = net(**{"Enable\u0131PV4": False})
+    (warning,) = [f for f in netconf.lint(config) if f.level != "info"]
+    assert warning.field == "Enable\u0131PV4" and "unknown key (value false)" in warning.message
+    assert netconf.effective(config)["EnableIPv4"] is True

@@ -299,6 +299,12 @@ def syntax(text: str) -> tuple[str, int | None, int | None]:
         ('{"Network": "10.1.0.0/16"', "unexpected end of JSON input", (1, 26),
          "The text is cut short (or empty)"),
         ("", "unexpected end of JSON input", (1, 1), "The text is cut short (or empty)"),
+        ('{"EnableIPv4": tru', "invalid character ' ' in literal true (expecting 'e')", (1, 19),
+         "The text is cut short (or empty)"),
+        ('{"SubnetLen": 2', "unexpected end of JSON input", (1, 16),
+         "The text is cut short (or empty)"),
+        ('{"Network": "10.1.0.0/16",' + 300 * " " + '"SubnetLen": 2', "unexpected end of JSON "
+         "input", (1, 341), "The text is cut short (or empty)"),
         ("\n\n", "unexpected end of JSON input", (3, 1), "The text is cut short (or empty)"),
         # no comma there: a value is missing
         ('{"Network": }', "invalid character '}' looking for beginning of value", (1, 13),

@@ -98,6 +98,9 @@ def test_the_rendering_of_lists_and_escapes() -> None:
         # ß upper-cases to "SS" (two runes): Go's SimpleFold orbit is ß and ẞ, whose least is ß
         ("ß", "ß"),
         ("\u1e9e", "ß"),
+        # Go's caseOrbit keeps the Turkic dotless i and dotted I apart from i and I
+        ("enable\u0131pv4", "ENABLE\u0131PV4"),
+        ("\u0130", "\u0130"),
     ],
 )
 def test_keys_fold_as_gos_encoding_json(key: str, folded: str) -> None:
